@@ -1,0 +1,1 @@
+"""Turn Keras and TF1 models into TensorFlow Serving SavedModel versions, verified."""

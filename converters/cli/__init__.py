@@ -1,0 +1,1 @@
+"""Console entry points of the converters (see pyproject.toml's [project.scripts])."""
