@@ -35,5 +35,19 @@ format: $(STAMP)  ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+up: $(STAMP)  ## build the example if needed, convert, start graph + logic services; Ctrl-C stops
+	$(BIN)/python scripts/stack.py up
+
+demo: $(STAMP)  ## the same start, a few scored requests printed, then stop
+	$(BIN)/python scripts/stack.py demo
+
+bench-graph: $(STAMP)  ## graph service :predict latency/throughput vs in-process
+	$(BIN)/python benchmarks/bench_graph.py
+
+bench-logic: $(STAMP)  ## /get_score latency/throughput vs graph call alone and the plain Flask recipe
+	$(BIN)/python benchmarks/bench_logic.py
+
+bench: bench-graph bench-logic  ## every benchmark
+
 clean:  ## remove the environment and build leftovers
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info build
