@@ -93,7 +93,10 @@ def run_cli(
     argv: Sequence[str] | None,
 ) -> int:
     """Parse, run, and turn a ConverterError into one stderr line and its exit code."""
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except ConverterError as exc:  # raised by an argparse `type=` converter
+        parser.error(str(exc))
     if not getattr(args, "debug", False):
         quiet_tensorflow()
     try:
