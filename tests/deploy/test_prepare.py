@@ -77,6 +77,21 @@ def test_first_run_trains_converts_and_checks(volumes: tuple[Path, Path, Run]) -
     assert 'base_path: "/models/credit"' in (models / "models.config").read_text()
 
 
+def test_what_prepare_writes_is_readable_by_the_serving_users(
+    volumes: tuple[Path, Path, Run],
+) -> None:
+    """prepare runs as uid 10001; TF Serving reads the models as nobody (65534) and the logic
+    tier the pipelines as 10001, so everything must be world-readable (dirs traversable)."""
+    models, pipelines, run = volumes
+    assert run.returncode == 0
+    for root in (models, pipelines):
+        for path in [root, *root.rglob("*")]:
+            mode = path.stat().st_mode
+            wanted = 0o005 if path.is_dir() else 0o004
+            assert mode & wanted == wanted, f"{path} is {oct(mode & 0o777)}"
+    assert not list(models.rglob(".staging-*")), "no staging leftovers in the volume"
+
+
 def test_second_run_reuses_what_the_volumes_hold(volumes: tuple[Path, Path, Run]) -> None:
     models, pipelines, first = volumes
     assert first.returncode == 0
