@@ -204,3 +204,18 @@ def test_graph_images_carry_the_model_available_healthcheck(dockerfile: str) -> 
     checks = [args for keyword, args in stage if keyword == "HEALTHCHECK"]
     assert len(checks) == 1
     assert checks[0].endswith('CMD ["model-available"]')
+
+
+def test_logic_image_command_without_a_pipeline_folder_fails_with_one_line() -> None:
+    """What the logic container does when nothing is mounted at /srv/pipelines: the image's own
+    command line, run here, exits 2 with logic-service's one-line error (no traceback), so
+    compose's bounded restart policy stops on a message instead of looping silently."""
+    argv = exec_form(dict(final_stage(ROOT / "Dockerfile.logic"))["CMD"])
+    config = Path(argv[argv.index("--config") + 1])
+    assert not config.exists(), f"{config} exists on this machine; the test needs it absent"
+    argv[0] = str(Path(sys.executable).parent / argv[0])
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert str(config) in lines[0]
