@@ -34,6 +34,9 @@ GRAPH_METRICS = {
     ":tensorflow:serving:request_count": "counter",
     ":tensorflow:serving:request_latency": "histogram",
     ":tensorflow:cc:saved_model:load_attempt_count": "counter",
+    # graph-service (the stand-in) only:
+    "graph_config_reload_errors_total": "counter",
+    "graph_model_inflight_calls": "gauge",
 }
 MUST_SHOW = set(LOGIC_METRICS) - {"logic_graph_calls_total"} | {
     ":tensorflow:serving:request_count",
