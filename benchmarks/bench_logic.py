@@ -89,8 +89,9 @@ def kit_layout() -> tuple[int, int]:
     """The kit's default gunicorn workers x threads, read from its own gunicorn.conf.py."""
     probe = (
         "import os, runpy, sys, tempfile\n"
-        "os.environ['PROMETHEUS_MULTIPROC_DIR'] = tempfile.mkdtemp()\n"
-        "conf = runpy.run_path(sys.argv[1])\n"
+        "with tempfile.TemporaryDirectory() as metrics:\n"
+        "    os.environ['PROMETHEUS_MULTIPROC_DIR'] = metrics\n"
+        "    conf = runpy.run_path(sys.argv[1])\n"
         "print(conf['workers'], conf['threads'])\n"
     )
     conf = ROOT / "logic_service" / "gunicorn.conf.py"
@@ -102,6 +103,22 @@ def kit_layout() -> tuple[int, int]:
         raise RuntimeError(f"could not read {conf}: {out.stderr.strip()}")
     workers, threads = out.stdout.split()
     return int(workers), int(threads)
+
+
+def measured_tree() -> str:
+    """Which code was measured: branch @ commit, flagged when the tree has local changes."""
+
+    def git(*argv: str) -> str:
+        out = subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True)
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return "tree: not a git checkout"
+    dirty = (
+        ", with uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else ""
+    )
+    return f"tree: {git('rev-parse', '--abbrev-ref', 'HEAD')} @ {commit}{dirty}"
 
 
 def tree_cpu(pid: int) -> float:
@@ -441,7 +458,8 @@ def main(argv: list[str] | None = None) -> int:
 
     load_after = os.getloadavg()
     header = (
-        f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, "
+        f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {measured_tree()}, "
+        f"{os.cpu_count()} CPUs, "
         f"load average {load_before[0]:.1f} before / {load_after[0]:.1f} after. "
         f"gunicorn {workers} workers x {threads} threads (kit and recipe; KServe {workers} "
         f"uvicorn workers); graph-service with its defaults; {width_note(artifacts)}. "
