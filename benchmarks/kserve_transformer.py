@@ -23,6 +23,19 @@ import kserve
 import pandas as pd
 from kserve import model_server
 from kserve.predictor_config import PredictorConfig
+from kserve.protocol.rest.multiprocess.server import RESTServerProcess
+
+# kserve's supervisor pings each --workers process every 0.5 s and kills and restarts one that
+# has not answered within 5 s. A new worker answers only once multiprocessing's spawn has
+# imported kserve, pandas and scikit-learn and unpickled the model; on a busy 2-core machine
+# that takes longer, and the workers are restarted forever (seen here at load average ~8).
+# Workers get the minute gunicorn gives its own (timeout 60 s) before they count as hung.
+WORKER_PING_TIMEOUT = 60.0
+_kserve_is_alive = RESTServerProcess.is_alive
+
+
+def _patient_is_alive(self: RESTServerProcess, timeout: float = WORKER_PING_TIMEOUT) -> bool:
+    return _kserve_is_alive(self, max(timeout, WORKER_PING_TIMEOUT))
 
 
 class SklearnTransformer(kserve.Model):
@@ -58,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(parents=[model_server.parser], description=__doc__)
     parser.add_argument("--transformer", required=True, help="fitted transformer (joblib pickle)")
     args, _ = parser.parse_known_args(argv)
+    RESTServerProcess.is_alive = _patient_is_alive
     predictor = PredictorConfig(
         predictor_host=args.predictor_host,
         predictor_protocol=args.predictor_protocol,
