@@ -68,7 +68,10 @@ class CompiledFeatures:
     _sentinels: dict[str, int] = field(default_factory=dict)
 
     def feed(self, columns: dict[str, Any]) -> dict[str, np.ndarray]:
-        arrays = {name: self._array(name, values) for name, values in columns.items()}
+        used = self.contract.columns
+        arrays = {
+            name: self._array(name, values) for name, values in columns.items() if used[name].used
+        }
         if self.contract.layout == "columns":
             return {name: array.reshape(-1, 1) for name, array in arrays.items()}
         return {"X": np.column_stack(list(arrays.values()))}
@@ -120,7 +123,7 @@ def compile_features(transformers: list[Any], contract: Contract) -> CompiledFea
 
     types = {FLOAT: FloatTensorType, INT64: Int64TensorType, STRING: StringTensorType}
     if contract.layout == "columns":
-        initial = [(c.name, types[c.onnx_type]([None, 1])) for c in contract.columns.values()]
+        initial = [(c.name, types[c.onnx_type]([None, 1])) for c in contract.inputs]
     else:
         kind = next(iter(contract.columns.values())).onnx_type if contract.columns else FLOAT
         initial = [("X", types[kind]([None, len(contract.columns)]))]
@@ -156,8 +159,15 @@ def compile_model(model: Any, method: str, width: int) -> CompiledModel:
 def _convert(obj: Any, initial: list[tuple[str, Any]], options: Any) -> bytes:
     from skl2onnx import convert_sklearn
 
+    from logic_service.onnx_converters import custom_converters
+
     try:
-        onnx_model = convert_sklearn(obj, initial_types=initial, options=options)
+        onnx_model = convert_sklearn(
+            obj,
+            initial_types=initial,
+            options=options,
+            custom_conversion_functions=custom_converters(),
+        )
     # skl2onnx raises whatever its converters raise (RuntimeError, NotImplementedError,
     # MissingShapeCalculator, TypeError, ...): any of them means "not compilable".
     except Exception as error:

@@ -32,6 +32,7 @@ class ColumnContract:
     onnx_type: str = FLOAT
     probes: set[float] = field(default_factory=set)
     numeric_use: bool = False
+    used: bool = True  # False: only a "drop" branch reads it (required, never fed to ONNX)
     known: frozenset[Any] = frozenset()
 
     @property
@@ -61,13 +62,23 @@ class Contract:
     def categorical(self) -> list[ColumnContract]:
         return [column for column in self.columns.values() if column.categories is not None]
 
+    @property
+    def inputs(self) -> list[ColumnContract]:
+        """The columns the compiled graph takes (a dropped column is checked, not fed)."""
+        return [column for column in self.columns.values() if column.used]
+
 
 def read_contract(obj: Any, schema: InputSchema) -> Contract:
     """The contract of `obj` (the raw-facing transformer or model) over `schema`'s columns."""
     names = list(schema.columns)
     columns = {name: ColumnContract(name, schema.kinds.get(name, NUMBER)) for name in names}
     layout = "columns" if _column_transformer(obj) is not None else "matrix"
-    for estimator, selected in _branches(obj, names):
+    branches = _branches(obj, names)
+    if layout == "columns":
+        fed = {name for _, selected in branches for name in selected}
+        for column in columns.values():
+            column.used = column.name in fed
+    for estimator, selected in branches:
         steps = _steps(estimator)
         if not steps or steps[0] == "passthrough":
             for name in selected:
@@ -91,6 +102,8 @@ def read_contract(obj: Any, schema: InputSchema) -> Contract:
         elif column.kind == CATEGORY:
             column.onnx_type = STRING
     problem = None
+    if not any(column.used for column in columns.values()):
+        problem = "the transformer reads none of its input columns"
     if layout == "matrix" and len({c.onnx_type for c in columns.values()}) > 1:
         problem = "columns of mixed types feed one transformer input (no ColumnTransformer)"
     return Contract(columns, layout, problem)

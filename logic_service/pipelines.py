@@ -82,6 +82,7 @@ class Pipeline:
     on_unknown: Callable[[str, int], None] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _warned: set[str] = field(default_factory=set, repr=False)
+    _schema_compiled: InputSchema | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -100,7 +101,7 @@ class Pipeline:
         if self.contract is None:  # open contract (hook with `columns:`, or no feature names)
             frame = self.frame(data)
             return Prepared(self.features(frame), len(frame), frame)
-        schema = self._compiled_schema if self.compiled else self.schema
+        schema = (self._schema_compiled if self.compiled else None) or self.schema
         columns, rows = validate_columns(data, schema, self.spec.max_rows)
         self._check_unknown(columns)
         if self.compiled:
@@ -110,10 +111,12 @@ class Pipeline:
         frame = frame_from_columns(columns, self.schema)
         return Prepared(self.features(frame), rows, frame)
 
-    @property
-    def _compiled_schema(self) -> InputSchema:
-        # Columns of unknown kind compile to float inputs, so they are validated as numbers.
-        kinds = {n: NUMBER if k == ANY else k for n, k in self.schema.kinds.items()}
+    def compiled_schema(self) -> InputSchema:
+        """The contract for the compiled path: columns of unknown kind feed float inputs, so
+        they are validated as numbers (a column only a "drop" branch reads stays as it is)."""
+        assert self.contract is not None
+        used = {name for name, column in self.contract.columns.items() if column.used}
+        kinds = {n: NUMBER if k == ANY and n in used else k for n, k in self.schema.kinds.items()}
         return InputSchema(self.schema.columns, kinds, self.schema.closed)
 
     def _compiled_run(self, columns: dict[str, Any]) -> np.ndarray:
@@ -448,6 +451,7 @@ def _compile(pipeline: Pipeline, samples: list[dict[str, Any]]) -> None:
     elif contract.problem or any(c.onnx_type == STRING for c in contract.columns.values()):
         raise CompileError("the model reads non-numeric columns directly")
     rows = [*samples, *generated_rows(contract)]
+    schema = pipeline._schema_compiled = pipeline.compiled_schema()
     width = None
     if pipeline.model is not None:
         reference = _sklearn_features(pipeline, rows[:1]) if rows else None
@@ -465,7 +469,7 @@ def _compile(pipeline: Pipeline, samples: list[dict[str, Any]]) -> None:
         return getattr(pipeline.model.obj, spec.method)(features)
 
     def compiled_side(batch: list[dict[str, Any]]) -> Any:
-        columns, _ = validate_columns(batch, pipeline._compiled_schema, len(batch))
+        columns, _ = validate_columns(batch, schema, len(batch))
         features = pipeline._compiled_run(columns)
         if pipeline.compiled_model is None:
             return features
