@@ -185,6 +185,12 @@ def _walk(steps: list[Any], columns: list[ColumnContract]) -> None:
                 mids = (edges[:-1] + edges[1:]) / 2
                 column.probes.update(float(v) for v in edges)
                 column.probes.update(float(v) for v in mids)
+                # Where float32 rounding could move a value across an edge: just below and
+                # above it, and the edge as a caller would write it (a few decimals).
+                column.probes.update(float(v) for v in np.nextafter(edges, -np.inf))
+                column.probes.update(float(v) for v in np.nextafter(edges, np.inf))
+                for decimals in (0, 1, 2, 3, 4, 6):
+                    column.probes.update(float(v) for v in np.round(edges, decimals))
                 column.probes.update((float(edges[0]) - span, float(edges[-1]) + span))
             return
         else:
