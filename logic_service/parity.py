@@ -109,13 +109,19 @@ def compare(
     rows: list[dict[str, Any]],
     atol: float,
 ) -> ParityResult:
-    """Run both engines row by row (a failure of either side fails the gate, naming the row)."""
+    """Run both engines row by row, then on all accepted rows at once (the batched path).
+
+    A row scikit-learn refuses is skipped; a row the compiled side cannot score, or a
+    difference beyond `atol`, fails the gate and names the row.
+    """
     worst, where = 0.0, ""
+    accepted = []
     for index, row in enumerate(rows):
         try:
             expected = np.asarray(reference([row]))
         except Exception:  # scikit-learn refuses this row: nothing to compare
             continue
+        accepted.append(row)
         try:
             actual = np.asarray(compiled([row]))
         except Exception as error:  # the compiled side must score every row
@@ -125,6 +131,14 @@ def compare(
             worst, where = diff, f"row {index} {row}"
         if math.isnan(diff) or diff > atol:
             return ParityResult(len(rows), diff, False, f"max |diff| {diff:.3g} at {where}")
+    if len(accepted) > 1:
+        try:
+            diff = _difference(np.asarray(reference(accepted)), np.asarray(compiled(accepted)))
+        except Exception as error:  # the batch must score like its rows did
+            return ParityResult(len(rows), math.inf, False, f"batch of rows failed: {error}")
+        if math.isnan(diff) or diff > atol:
+            return ParityResult(len(rows), diff, False, f"max |diff| {diff:.3g} in the batch")
+        worst = max(worst, diff)
     return ParityResult(len(rows), worst, True, where)
 
 
