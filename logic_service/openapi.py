@@ -152,6 +152,8 @@ def _record_schema(pipeline: Pipeline) -> dict[str, Any]:
 def _column_schema(pipeline: Pipeline, name: str, column: ColumnContract | None) -> dict:
     kind = pipeline.schema.kinds.get(name, ANY)
     reject = pipeline.spec.unknown_categories == "reject"
+    if column is not None and not column.used:
+        return {"description": "Required by the transformer, which drops it: any value."}
     if column is not None and column.categories is not None:
         known = column.known_values
         nullable = column.nullable or not (reject or column.unknown_is_error)

@@ -111,6 +111,13 @@ class Pipeline:
         frame = frame_from_columns(columns, self.schema)
         return Prepared(self.features(frame), rows, frame)
 
+    def open_sessions(self) -> None:
+        """Open this process's onnxruntime sessions now (e.g. from gunicorn's post_fork) so
+        the first request of a worker does not pay for it; never call it before the fork."""
+        for compiled in (self.compiled_features, self.compiled_model):
+            if compiled is not None:
+                compiled.program.session()
+
     def compiled_schema(self) -> InputSchema:
         """The contract for the compiled path: columns of unknown kind feed float inputs, so
         they are validated as numbers (a column only a "drop" branch reads stays as it is)."""

@@ -326,6 +326,11 @@ def test_sessions_are_made_after_fork(sklearn_artifacts) -> None:
     assert child.exitcode == 0
     assert fresh.compiled_features.program._session is None  # the parent still has none
     np.testing.assert_allclose(from_child, fresh.prepare(records).features)
+    fresh.open_sessions()
+    session = fresh.compiled_features.program._session
+    assert session is not None and fresh.compiled_model is not None
+    fresh.prepare(records)
+    assert fresh.compiled_features.program._session is session  # one per process, reused
 
 
 def test_bin_edges_in_float32_fail_parity_and_fall_back(sklearn_artifacts) -> None:

@@ -146,6 +146,7 @@ def test_openapi_document_is_valid_and_matches_the_contract(server, sklearn_arti
     assert record["properties"]["income"]["type"] == ["number", "null"]  # imputed too
     assert record["properties"]["score"]["type"] == "number"  # no imputer: null is a 400
     assert "enum" not in record["properties"]["region"]  # warn: unknowns are scored
+    assert "type" not in record["properties"]["comment"]  # dropped: any value
     strict = schemas["Record_zoo_reject"]["properties"]
     encoder = sklearn_artifacts.zoo.named_transformers_["region"]
     assert strict["region"]["enum"] == encoder.categories_[0].tolist()
