@@ -69,9 +69,12 @@ class CompiledFeatures:
 
     def feed(self, columns: dict[str, Any]) -> dict[str, np.ndarray]:
         used = self.contract.columns
-        arrays = {
-            name: self._array(name, values) for name, values in columns.items() if used[name].used
-        }
+        with np.errstate(over="ignore"):  # beyond float32 becomes inf: a 400 downstream
+            arrays = {
+                name: self._array(name, values)
+                for name, values in columns.items()
+                if used[name].used
+            }
         if self.contract.layout == "columns":
             return {name: array.reshape(-1, 1) for name, array in arrays.items()}
         return {"X": np.column_stack(list(arrays.values()))}

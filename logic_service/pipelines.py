@@ -128,7 +128,10 @@ class Pipeline:
 
     def _compiled_run(self, columns: dict[str, Any]) -> np.ndarray:
         if self.compiled_features is None:  # a model alone: the columns are its features
-            features = np.column_stack([np.asarray(v, dtype=np.float32) for v in columns.values()])
+            with np.errstate(over="ignore"):  # beyond float32 becomes inf: a 400 below
+                features = np.column_stack(
+                    [np.asarray(v, dtype=np.float32) for v in columns.values()]
+                )
         else:
             features = self.compiled_features.run(columns)
         if features.dtype.kind == "f" and not np.isfinite(features).all():
@@ -137,6 +140,11 @@ class Pipeline:
                 raise BadRequestError(
                     f"{where} is null and pipeline {self.name!r} does not impute missing "
                     "values: send a value"
+                )
+            if where := _first_out_of_range(columns):
+                raise BadRequestError(
+                    f"{where} is beyond the float32 range (about ±3.4e38) the model computes "
+                    "in: send a smaller number"
                 )
         return features
 
@@ -503,9 +511,19 @@ def _sklearn_features(pipeline: Pipeline, rows: list[dict[str, Any]]) -> Any:
     return features
 
 
+def _first_out_of_range(columns: dict[str, Any]) -> str | None:
+    limit = float(np.finfo(np.float32).max)
+    for name, values in columns.items():
+        if isinstance(values, np.ndarray) and values.dtype.kind == "f":
+            beyond = np.flatnonzero(np.abs(np.nan_to_num(values)) > limit)
+            if len(beyond):
+                return f"column {name!r}, row {int(beyond[0])}: {_show(values[beyond[0]])}"
+    return None
+
+
 def _show(value: Any) -> str:
     """A value as the caller wrote it in JSON (99.0 from an integer column shows as 99)."""
-    if isinstance(value, float | np.floating) and float(value).is_integer():
+    if isinstance(value, float | np.floating) and float(value).is_integer() and abs(value) < 1e15:
         return str(int(value))
     if isinstance(value, np.generic):
         value = value.item()

@@ -11,6 +11,8 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from logic_service.config import load_config
 from logic_service.errors import BadRequestError, ConfigError
@@ -371,3 +373,38 @@ def test_an_artifact_from_an_older_scikit_learn_compiles(sklearn_artifacts) -> N
         rtol=COMPILED_RTOL,
         atol=1e-6,
     )
+
+
+_ZOO_RECORD = st.fixed_dictionaries(
+    {
+        "age": st.none() | st.floats(0, 120, allow_nan=False),
+        "income": st.floats(-1e6, 1e7, allow_nan=False),
+        "region": st.sampled_from([*ZOO_REGIONS, "atlantis", ""]) | st.text(max_size=5),
+        "grade": st.sampled_from([1, 2, 3, 7]) | st.integers(-5, 100),
+        "score": st.floats(-1e3, 1e3, allow_nan=False),
+        "channel": st.sampled_from(["app", "web", "branch"]),
+        "tenure": st.integers(0, 50),
+        "comment": st.text(max_size=5),
+    }
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(records=st.lists(_ZOO_RECORD, min_size=1, max_size=6))
+def test_any_valid_record_gets_sklearn_features(zoo, sklearn_artifacts, records) -> None:
+    """Property: whatever a caller sends that validates, compiled features equal sklearn's."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = _offline(sklearn_artifacts, records)
+    got = zoo.prepare(records).features
+    np.testing.assert_allclose(got, expected, rtol=COMPILED_RTOL, atol=1e-4)
+
+
+def test_numbers_beyond_float32_are_400_not_inf(zoo) -> None:
+    record = zoo_records(1, seed=3)[0]
+    with pytest.raises(
+        BadRequestError, match=r"column 'income', row 0: 1e\+40 is beyond the float32"
+    ):
+        zoo.prepare([{**record, "income": 1e40}])
