@@ -11,11 +11,12 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 import numpy as np
 
-from graph_service import codecs, example_codec
+from graph_service import example_codec
 from graph_service.errors import DeadlineExceededError, InvalidArgumentError
 from graph_service.metadata import model_metadata
 from graph_service.registry import ModelRegistry
 from graph_service.servable import CLASSIFY_METHOD, REGRESS_METHOD, Servable
+from tfs_protocol import json_codec as codecs
 
 
 class Handlers:
