@@ -138,3 +138,12 @@ def test_get_model_metadata_rest(server: ServerProcess) -> None:
         "regress_x_to_y2": regress(example, "y2:0"),
         "regress_x2_to_y3": regress(_tensor("DT_FLOAT", column, "x2:0"), "y3:0"),
     }
+
+
+def test_prometheus_endpoint(server: ServerProcess) -> None:
+    """testPrometheusEndpoint: the body carries metric type information, TF Serving's names."""
+    _post(server, "predict", {"instances": [2.0]})
+    response = requests.get(f"{server.url}/monitoring/prometheus/metrics", timeout=10)
+    assert response.status_code == 200
+    assert "# TYPE" in response.text
+    assert ':tensorflow:serving:request_count{model_name="default",status="OK"}' in response.text
