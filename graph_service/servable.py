@@ -168,14 +168,14 @@ def load_servable(
     if not signature_defs:
         raise LoadError(f"{export_dir}: the SavedModel has no signatures to serve", "NOT_FOUND")
     graph = tf.Graph()
-    # Thread pools of its own per version: TensorFlow's process-wide inter-op pool (one thread
-    # per core) would otherwise let one model's long calls queue every other model's ops.
-    # Sized to the cores explicitly: per-session defaults measured ~3x slower on small calls.
-    cores = os.cpu_count() or 1
+    # Ops run in the calling request thread (inter_op_parallelism_threads < 0): no hand-off
+    # to a pool, and one model's long calls hold only their own request threads (bounded by
+    # its slots, graph_service.pools), never a process-wide pool that other models need.
+    # Multi-threaded kernels use an intra-op pool of the version's own, not the process's.
     config = tf.compat.v1.ConfigProto(
         use_per_session_threads=True,
-        inter_op_parallelism_threads=max(2, cores),
-        intra_op_parallelism_threads=cores,
+        inter_op_parallelism_threads=-1,
+        intra_op_parallelism_threads=os.cpu_count() or 1,
     )
     session = tf.compat.v1.Session(graph=graph, config=config)
     try:
