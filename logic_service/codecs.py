@@ -101,17 +101,22 @@ def encode_predict_request(signature_name: str, inputs: dict[str, np.ndarray]) -
         raise BadRequestError(str(exc)) from None
 
 
-def decode_predict_response(body: bytes, output: str | None) -> Any:
+def decode_predict_response(
+    body: bytes, output: str | None, output_dtypes: dict[str, str] | None = None
+) -> Any:
     """`{"outputs": tensor | {name: tensor}}` -> ndarray (or dict of ndarrays).
 
     NaN/Infinity literals, as TF Serving writes them, are read; strings come back as bytes.
+    `output_dtypes` ({key: "DT_..."}, from the Signature) gives each tensor its exact dtype.
     """
     try:
-        outputs = json_codec.decode_predict_response(body)
-    except CodecError:
-        raise GraphRejectedError(
-            f"graph tier answered 200 without an 'outputs' field: {body[:200]!r}"
-        ) from None
+        outputs = json_codec.decode_predict_response(body, output_dtypes)
+    except CodecError as exc:
+        if "neither 'outputs' nor 'predictions'" in str(exc) or "Parse error" in str(exc):
+            raise GraphRejectedError(
+                f"graph tier answered 200 without an 'outputs' field: {body[:200]!r}"
+            ) from None
+        raise GraphRejectedError(f"graph tier answer does not fit its signature: {exc}") from None
     if isinstance(outputs, dict):
         if output is not None:
             if output not in outputs:

@@ -556,6 +556,18 @@ def from_json_value(value: Any, dtype: str | None = None) -> np.ndarray:
         array = np.asarray(value)
     except (ValueError, OverflowError, TypeError):
         raise CodecError(_ragged_message(value)) from None
+    if array.dtype.kind in "fO" and _first_leaf_is_int(value):
+        # All-integer JSON past int64 (a uint64 output) or mixed ints and floats: numpy gave
+        # float or object. Keep exact integers when every leaf is one (checked only here).
+        leaves = list(_leaves(value))
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in leaves):
+            return np.array(value, dtype=np.uint64 if min(leaves) >= 0 else np.int64)
     if array.dtype.kind in "UO":
         return _string_array(value)
     return array
+
+
+def _first_leaf_is_int(value: Any) -> bool:
+    while isinstance(value, list) and value:
+        value = value[0]
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -101,3 +101,11 @@ def test_unsigned_inputs_keep_their_dtype(tf_name: str, numpy_type: type) -> Non
 def test_an_input_dtype_json_cannot_carry_is_named() -> None:
     with pytest.raises(GraphRejectedError, match="DT_COMPLEX64"):
         decode_signature(_metadata("DT_COMPLEX64"), "serving_default")
+
+
+def test_output_dtypes_from_the_signature_are_applied() -> None:
+    body = b'{"outputs": {"n": [4294967295], "s": ["a"]}}'
+    out = decode_predict_response(body, None, {"n": "DT_UINT32", "s": "DT_STRING"})
+    assert out["n"].dtype == np.uint32 and out["s"].tolist() == [b"a"]
+    with pytest.raises(GraphRejectedError, match="does not fit its signature"):
+        decode_predict_response(b'{"outputs": {"n": [-1]}}', "n", {"n": "DT_UINT32"})

@@ -139,3 +139,11 @@ def test_signature_from_metadata_keeps_dtype_names_and_tensor_names() -> None:
         signature.outputs["c"].require_dtype()
     with pytest.raises(CodecError, match="no signature 'other'"):
         decode_signature(payload, "other")
+
+
+def test_integer_answers_past_int64_stay_exact_without_dtypes() -> None:
+    """numpy alone would read 2**64-1 as a float (18446744073709551616)."""
+    decoded = json_codec.decode_predict_response(b'{"outputs": [1, 18446744073709551615]}')
+    assert decoded.dtype == np.uint64 and int(decoded[1]) == 2**64 - 1
+    mixed = json_codec.decode_predict_response(b'{"outputs": [1, 2.5]}')
+    assert mixed.dtype == np.float64 and mixed.tolist() == [1.0, 2.5]
