@@ -1,9 +1,10 @@
 """Per-model call slots: one model's hung or slow calls never take another model's threads.
 
 Each model has its own bounded set of slots. A call takes one for as long as the model runs
-and gives it back after; when a model's slots are all taken the request is answered
-RESOURCE_EXHAUSTED (429) at once instead of queueing, so nothing waits behind a stuck model
-and no queue time counts against any deadline. The call itself runs in the request thread
+and gives it back after; when a model's slots are all taken the request waits at most
+SLOT_WAIT_SECONDS (50 ms: under plain load a slot frees within a millisecond, so a burst is
+not refused) and is then answered RESOURCE_EXHAUSTED (429), so nothing queues behind a stuck
+model and no queue time worth counting lands on any deadline. The call itself runs in the request thread
 (no hand-off to another pool: that costs more than a small model's whole run), and the
 deadline is enforced inside TensorFlow through the Session callable's RunOptions.
 
@@ -20,6 +21,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from graph_service.errors import ServingError
+
+SLOT_WAIT_SECONDS = 0.05
 
 
 class ResourceExhaustedError(ServingError):
@@ -40,25 +43,32 @@ def default_limit(threads: int, models: int) -> int:
 class ModelPools:
     """Bounded slots per model name; `close` refuses new calls and waits for running ones."""
 
-    def __init__(self, limit: Callable[[], int]) -> None:
+    def __init__(self, limit: Callable[[], int], wait_seconds: float = SLOT_WAIT_SECONDS) -> None:
         self._limit = limit
+        self._wait = wait_seconds
         self._lock = threading.Condition()
         self._inflight: dict[str, int] = {}
         self._closed = False
 
     @contextmanager
     def slot(self, model: str) -> Iterator[None]:
-        """Hold one of `model`'s slots for the duration of a call, or raise 429/503 at once."""
+        """Hold one of `model`'s slots for the duration of a call, or raise 429 (full) / 503."""
         with self._lock:
-            if self._closed:
-                raise UnavailableError("Server is shutting down; retry on another replica")
-            limit = self._limit()
-            busy = self._inflight.get(model, 0)
-            if busy >= limit:
-                raise ResourceExhaustedError(
-                    f"Model {model} has {busy} calls in flight, its limit "
-                    f"(--model_max_inflight={limit}); retry later, or raise the limit"
-                )
+            give_up = time.monotonic() + self._wait
+            while True:
+                if self._closed:
+                    raise UnavailableError("Server is shutting down; retry on another replica")
+                limit = self._limit()
+                busy = self._inflight.get(model, 0)
+                if busy < limit:
+                    break
+                left = give_up - time.monotonic()
+                if left <= 0:
+                    raise ResourceExhaustedError(
+                        f"Model {model} has {busy} calls in flight, its limit "
+                        f"(--model_max_inflight={limit}); retry later, or raise the limit"
+                    )
+                self._lock.wait(left)
             self._inflight[model] = busy + 1
         try:
             yield

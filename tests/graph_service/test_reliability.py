@@ -176,7 +176,7 @@ def test_a_stuck_model_gets_429_at_once_and_never_starves_another(two_models) ->
 
 
 def test_pools_bound_each_model_and_close_waits_for_running_calls() -> None:
-    pools = ModelPools(lambda: 1)
+    pools = ModelPools(lambda: 1, wait_seconds=0.05)
     entered, release = threading.Event(), threading.Event()
 
     def hold() -> None:
@@ -187,8 +187,10 @@ def test_pools_bound_each_model_and_close_waits_for_running_calls() -> None:
     worker = threading.Thread(target=hold)
     worker.start()
     assert entered.wait(10)
+    started = time.monotonic()
     with pytest.raises(ResourceExhaustedError), pools.slot("a"):
         pass
+    assert time.monotonic() - started < 1.0  # refused after the short wait, not the call
     with pools.slot("b"):  # another model is not affected
         assert pools.inflight() == {"a": 1, "b": 1}
     assert pools.close(timeout=0.2) is False  # "a" still runs
@@ -197,6 +199,24 @@ def test_pools_bound_each_model_and_close_waits_for_running_calls() -> None:
     release.set()
     worker.join(10)
     assert pools.close(timeout=5) is True and pools.inflight() == {}
+
+
+def test_a_slot_freed_during_the_short_wait_is_taken_not_refused() -> None:
+    """A burst on a full model waits up to SLOT_WAIT_SECONDS for a slot instead of a 429."""
+    pools = ModelPools(lambda: 1, wait_seconds=2.0)
+    entered = threading.Event()
+
+    def hold_briefly() -> None:
+        with pools.slot("a"):
+            entered.set()
+            time.sleep(0.1)
+
+    worker = threading.Thread(target=hold_briefly)
+    worker.start()
+    assert entered.wait(10)
+    with pools.slot("a"):
+        assert pools.inflight() == {"a": 1}
+    worker.join(10)
 
 
 def test_service_close_stops_watcher_pools_and_sessions(tmp_path: Path) -> None:
