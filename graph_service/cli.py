@@ -21,6 +21,8 @@ EPILOG = """examples:
   graph-service --model_name=credit --model_base_path=models/credit
   curl localhost:8501/v1/models/credit
   curl -d '{"instances": [[0.1, 0.2]]}' localhost:8501/v1/models/credit:predict
+  curl localhost:8501/monitoring/prometheus/metrics   # TF Serving's metric names
+  curl localhost:8501/monitoring/config               # config watcher state, last error
 
 exit codes: 0 stopped cleanly, 2 bad flags or models.config, 4 no loadable model version
 """

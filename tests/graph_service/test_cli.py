@@ -23,6 +23,7 @@ def test_help_names_tensorflow_model_server_flags(capsys):
         "--model_name",
         "--model_base_path",
         "--model_max_inflight",
+        "/monitoring/prometheus/metrics",
     ):
         assert flag in text
 

@@ -147,3 +147,6 @@ def test_prometheus_endpoint(server: ServerProcess) -> None:
     assert response.status_code == 200
     assert "# TYPE" in response.text
     assert ':tensorflow:serving:request_count{model_name="default",status="OK"}' in response.text
+    labels = 'model_name="default",API="predict",entrypoint="REST"'
+    assert f":tensorflow:serving:request_latency_count{{{labels}}}" in response.text
+    assert f':tensorflow:serving:request_latency_bucket{{{labels},le="+Inf"}}' in response.text
