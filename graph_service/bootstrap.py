@@ -5,15 +5,18 @@ Runs inside the server process that serves requests (the gunicorn worker), never
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from converters.models_config import ModelEntry, ModelsConfig
 from graph_service.app import GraphServiceApp, create_app
+from graph_service.metrics import Metrics
+from graph_service.pools import ModelPools, default_limit
 from graph_service.registry import ModelRegistry
+from graph_service.servable import load_servable
 from graph_service.settings import Settings
 from graph_service.watcher import ConfigWatcher
 
@@ -31,11 +34,15 @@ class Service:
     app: GraphServiceApp
     registry: ModelRegistry
     watcher: ConfigWatcher
-    executor: ThreadPoolExecutor
+    pools: ModelPools
+    metrics: Metrics
 
-    def close(self) -> None:
+    def close(self, grace: float = 10.0) -> None:
+        """Stop the watcher, refuse new model calls, wait for running ones, free the models."""
         self.watcher.stop()
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        if not self.pools.close(grace):
+            logger.warning("shutdown: model calls still running after %.0f s", grace)
+        self.registry.close()
 
 
 def model_source(settings: Settings) -> tuple[Path, Callable[[], list[ModelEntry]]]:
@@ -53,6 +60,7 @@ def build_service(settings: Settings) -> Service:
     entries = read_entries()
     registry = ModelRegistry(
         config_dir,
+        loader=functools.partial(load_servable, run_timeout_ms=settings.rest_api_timeout_in_ms),
         allow_labels_for_unavailable=settings.allow_version_labels_for_unavailable_models,
     )
     registry.sync(entries)
@@ -76,8 +84,13 @@ def build_service(settings: Settings) -> Service:
         fs_poll_seconds=settings.file_system_poll_wait_seconds,
     )
     watcher.start()
-    executor = ThreadPoolExecutor(
-        max_workers=settings.rest_api_num_threads, thread_name_prefix="graph-model"
-    )
-    app = create_app(registry, settings, executor if settings.timeout_seconds else None)
-    return Service(app, registry, watcher, executor)
+    limit = settings.model_max_inflight
+
+    def slots() -> int:
+        return limit or default_limit(settings.rest_api_num_threads, len(registry.names()))
+
+    pools = ModelPools(slots)
+    metrics = Metrics()
+    metrics.bind(watcher.error_counts, pools.inflight)
+    app = create_app(registry, settings, pools=pools, metrics=metrics, config_status=watcher.status)
+    return Service(app, registry, watcher, pools, metrics)

@@ -14,7 +14,7 @@ import sys
 from gunicorn.app.base import BaseApplication
 from gunicorn.errors import AppImportError
 
-from graph_service.bootstrap import StartupError, build_service
+from graph_service.bootstrap import Service, StartupError, build_service
 from graph_service.settings import Settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -25,6 +25,7 @@ class GraphServer(BaseApplication):
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self._service: Service | None = None
         super().__init__()
 
     def load_config(self) -> None:
@@ -44,6 +45,8 @@ class GraphServer(BaseApplication):
             "proc_name": "graph-service",
             # Several services may run side by side (tests, stacks): no shared control socket.
             "control_socket_disable": True,
+            # In the worker, after gunicorn has drained its requests: stop watcher and pools.
+            "worker_exit": self._worker_exit,
         }
         for key, value in options.items():
             self.cfg.set(key, value)
@@ -55,7 +58,12 @@ class GraphServer(BaseApplication):
         except StartupError as exc:
             # gunicorn prints this message and stops the master (exit code 4), no retry loop.
             raise AppImportError(f"graph-service: {exc}") from None
+        self._service = service
         return service.app
+
+    def _worker_exit(self, server: object, worker: object) -> None:
+        if self._service is not None:
+            self._service.close()
 
 
 def serve(settings: Settings) -> None:
