@@ -210,7 +210,7 @@ def _as_comparable(value: np.ndarray) -> np.ndarray:
     return value
 
 
-def _max_abs_diff(expected: np.ndarray, actual: np.ndarray, key: str, loader: str) -> float:
+def max_abs_diff(expected: np.ndarray, actual: np.ndarray, key: str, loader: str) -> float:
     expected, actual = _as_comparable(expected), _as_comparable(actual)
     if expected.shape != actual.shape:
         raise VerificationError(
@@ -278,7 +278,7 @@ def verify_export(
                     f"{sorted(expected)}"
                 )
             for key, value in expected.items():
-                diff = _max_abs_diff(value, actual[key], key, loader)
+                diff = max_abs_diff(value, actual[key], key, loader)
                 report.record(key, value.dtype, diff, atol)
     if not report.ok:
         worst = [p for p in report.outputs.values() if not p.ok]
