@@ -7,8 +7,8 @@ assignment and init nodes set aside) that depends on an input and reads trained 
 losses, metrics, summaries, queues, anything needing a label-like placeholder (one that
 meets the weights only in the loss) and anything reading no variable are set aside with the
 reason. When the prediction feeds the loss, the last tensor before the labels join in is
-offered. The rest rank by coverage of the trained graph: variables read, then depth, then a
-batch dimension. Detection answers only when one candidate reads every variable the others
+offered. The rest rank by coverage of the trained graph: variables read, then a batch
+dimension, then depth. Detection answers only when one candidate reads every variable the others
 read and more; otherwise it lists them with the flags to pass.
 """
 
@@ -126,8 +126,14 @@ class OutputCandidate:
         shape = self.tensor.shape
         return bool(shape) and shape[0] is None
 
+    @property
+    def unbatched(self) -> bool:
+        """Known to have no batch dimension: a scalar, or a fixed first dimension."""
+        shape = self.tensor.shape
+        return shape is not None and (not shape or shape[0] is not None)
+
     def rank_key(self) -> tuple:
-        return (-len(self.variables), -self.depth, not self.batched, self.tensor.name)
+        return (-len(self.variables), not self.batched, -self.depth, self.tensor.name)
 
 
 @dataclass(frozen=True)
@@ -474,13 +480,38 @@ def _predictions_inside(
     return found
 
 
+def _batched_inside(
+    graph: Any, candidate: OutputCandidate, facts: _GraphFacts
+) -> OutputCandidate | None:
+    """The nearest batched tensor an unbatched candidate is reduced from, reading the same."""
+    tensor = graph.get_tensor_by_name(candidate.tensor.name)
+    frontier, seen = list(tensor.op.inputs), set()
+    while frontier:
+        inner = frontier.pop(0)
+        if inner.name in seen or inner.name in facts.sources or inner.name in facts.fixed:
+            continue
+        seen.add(inner.name)
+        if not needs_of([inner], facts.sources, facts.fixed):
+            continue
+        judged = _judge(graph, inner, facts)
+        if (
+            isinstance(judged, OutputCandidate)
+            and judged.batched
+            and set(judged.needs) == set(candidate.needs)
+            and set(judged.variables) >= set(candidate.variables)
+        ):
+            return judged
+        frontier.extend(inner.op.inputs)
+    return None
+
+
 def find_candidates(graph: Any, fixed: Iterable[str] = ()) -> Candidates:
     """Inputs and ranked outputs of a training or inference graph.
 
     A candidate output depends on an input and reads trained variables; losses, metrics,
     label-dependent tensors and plumbing are set aside with the reason. The rest are ranked
-    by how much of the trained graph they cover: variables read, then depth, then a batch
-    dimension. A candidate that is only a step on the way to another one reading the same
+    by how much of the trained graph they cover: variables read, then a batch dimension,
+    then depth. A candidate that is only a step on the way to another one reading the same
     variables (logits before softmax) is dropped in favour of it.
     """
     fixed = set(fixed)
@@ -525,6 +556,17 @@ def find_candidates(graph: Any, fixed: Iterable[str] = ()) -> Candidates:
     for loss, needs in label_sinks:
         for inner in _predictions_inside(graph, loss, facts, needs):
             outputs.setdefault(inner.tensor.name, inner)
+    for candidate in [c for c in outputs.values() if c.unbatched]:
+        inner = _batched_inside(graph, candidate, facts)
+        if inner is not None:
+            del outputs[candidate.tensor.name]
+            set_aside.append(
+                SetAside(
+                    candidate.tensor,
+                    f"reduces {inner.tensor.name} over the batch (a statistic, not a prediction)",
+                )
+            )
+            outputs.setdefault(inner.tensor.name, inner)
     ranked = _drop_steps(graph, list(outputs.values()), fixed)
     ranked.sort(key=OutputCandidate.rank_key)
     return Candidates([describe(graph, t.name) for t in sources], ranked, set_aside)
@@ -533,7 +575,8 @@ def find_candidates(graph: Any, fixed: Iterable[str] = ()) -> Candidates:
 def _drop_steps(
     graph: Any, outputs: list[OutputCandidate], fixed: set[str]
 ) -> list[OutputCandidate]:
-    """Drop a candidate computed on the way to another that needs and reads the same."""
+    """Drop a candidate computed on the way to another that needs and reads the same
+    (logits before softmax), unless only the first keeps the batch dimension."""
     reach = {
         c.tensor.name: _reach([graph.get_tensor_by_name(c.tensor.name)], fixed) for c in outputs
     }
@@ -545,6 +588,7 @@ def _drop_steps(
             and op_name in reach[other.tensor.name]
             and set(other.needs) == set(c.needs)
             and set(c.variables) <= set(other.variables)
+            and (other.batched or not c.batched)
             for other in outputs
         )
         if not step:

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from converters.ckpt_loader import import_graph, locate_checkpoint
 from converters.ckpt_shapes import infer_shape
-from converters.ckpt_signature import find_candidates
+from converters.ckpt_signature import detect, find_candidates
 from converters.cli import convert_ckpt
 from converters.models_config import ModelsConfig
 from converters.signatures import read_signatures
@@ -178,3 +178,24 @@ def test_conv_input_converts_with_the_inferred_channels(conv_ckpt, tmp_path, cap
     assert "inferred images [?,?,?,3] from Conv2D Conv2D with filter [3,3,3,4]" in out
     _, (sig,) = read_signatures(models / "img" / "1")
     assert [(i.key, i.shape) for i in sig.inputs] == [("images", [-1, -1, -1, 3])]
+
+
+def test_the_candidate_covering_the_trained_graph_wins_over_partial_and_batch_statistics():
+    graph = tf.Graph()
+    with graph.as_default():
+        x = v1.placeholder(tf.float32, [None, 4], name="x")
+        w1 = v1.get_variable("w1", [4, 5], use_resource=True)
+        w2 = v1.get_variable("w2", [5, 1], use_resource=True)
+        hidden = tf.nn.relu(x @ w1)
+        tf.reduce_mean(hidden, axis=1, name="activity")  # reads w1 only
+        y = tf.identity(hidden @ w2, name="y")
+        tf.reduce_sum(y, name="total")  # the batch summed: a statistic
+    candidates = find_candidates(graph)
+    assert [(c.tensor.name, len(c.variables)) for c in candidates.outputs] == [
+        ("y:0", 2),
+        ("activity:0", 1),
+    ]
+    reasons = {a.tensor.name: a.reason for a in candidates.set_aside}
+    assert reasons == {"total:0": "reduces y:0 over the batch (a statistic, not a prediction)"}
+    plan = detect(graph, {})
+    assert plan.inputs == {"x": "x:0"} and plan.outputs == {"y": "y:0"}
