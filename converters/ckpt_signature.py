@@ -8,8 +8,8 @@ losses, metrics, summaries, queues, anything needing a label-like placeholder (o
 meets the weights only in the loss) and anything reading no variable are set aside with the
 reason. When the prediction feeds the loss, the last tensor before the labels join in is
 offered. The rest rank by coverage of the trained graph: variables read, then a batch
-dimension, then depth. Detection answers only when one candidate reads every variable the others
-read and more; otherwise it lists them with the flags to pass.
+dimension, then depth. Detection answers only when one candidate reads every variable the
+others read and more; otherwise it lists them with the flags to pass.
 """
 
 from __future__ import annotations
@@ -371,7 +371,8 @@ class _GraphFacts:
     trained: set[str]
     label_like: set[str]
     mode_flags: set[str]
-    losses: set[str]
+    gradient_roots: set[str]  # what the optimizer differentiates: certainly a loss
+    loss_named: set[str]  # named like a loss: a loss only when it also needs labels
     depth: dict[str, int]
 
 
@@ -384,7 +385,7 @@ def _graph_facts(
         m.group(1) for op in graph.get_operations() if (m := _GRADIENT_OF.search(op.name))
     }
     # A loss is what the gradients start from: differentiated, read by nothing but training.
-    losses = {
+    gradient_roots = {
         op.name
         for op in graph.get_operations()
         if op.name in differentiated
@@ -393,11 +394,13 @@ def _graph_facts(
             for out in op.outputs
             for c in out.consumers()
         )
-    } | {
+    }
+    loss_named = {
         op.name
         for op in graph.get_operations()
         if op.name not in training and _LOSS_NAME.search(op.name.rsplit("/", 1)[-1])
     }
+    losses = gradient_roots | loss_named
     # A placeholder is feature-like when a trained weight is applied to something computed
     # from it; labels only meet the weights' results, in the loss.
     readers = _variable_readers(graph, trained, training)
@@ -425,7 +428,8 @@ def _graph_facts(
         trained,
         label_like,
         mode_flags,
-        losses,
+        gradient_roots,
+        loss_named,
         _depths(graph, source_names, fixed),
     )
 
@@ -437,7 +441,7 @@ def _judge(graph: Any, tensor: Any, facts: _GraphFacts) -> OutputCandidate | str
     labels = [n for n in needs if n in facts.label_like]
     if _NOT_A_PREDICTION_TYPE.search(op.type):
         return f"a {op.type} op (queues, readers, summaries are plumbing)"
-    if op.name in facts.losses:
+    if op.name in facts.gradient_roots or (labels and op.name in facts.loss_named):
         return "a loss" + (f" (needs the labels {', '.join(labels)})" if labels else "")
     if labels:
         return f"needs {', '.join(labels)}, which feeds only the loss or metrics (labels)"
@@ -551,7 +555,7 @@ def find_candidates(graph: Any, fixed: Iterable[str] = ()) -> Candidates:
                 outputs[out.name] = judged
                 continue
             set_aside.append(SetAside(describe(graph, out.name), judged))
-            if op.name in facts.losses or set(needs) & facts.label_like:
+            if op.name in facts.gradient_roots or set(needs) & facts.label_like:
                 label_sinks.append((out, needs))
     for loss, needs in label_sinks:
         for inner in _predictions_inside(graph, loss, facts, needs):

@@ -199,3 +199,19 @@ def test_the_candidate_covering_the_trained_graph_wins_over_partial_and_batch_st
     assert reasons == {"total:0": "reduces y:0 over the batch (a statistic, not a prediction)"}
     plan = detect(graph, {})
     assert plan.inputs == {"x": "x:0"} and plan.outputs == {"y": "y:0"}
+
+
+def test_without_an_optimizer_a_loss_is_known_by_its_labels_not_by_its_name_alone():
+    graph = tf.Graph()
+    with graph.as_default():
+        x = v1.placeholder(tf.float32, [None, 3], name="x")
+        labels = v1.placeholder(tf.float32, [None, 1], name="labels")
+        cost = tf.identity(x @ v1.get_variable("w", [3, 1], use_resource=True), name="cost")
+        tf.reduce_mean(tf.square(cost - labels), name="loss")
+    candidates = find_candidates(graph)
+    # "cost" is this model's prediction (a price): named like a loss, but needs no labels.
+    assert [c.tensor.name for c in candidates.outputs] == ["cost:0"]
+    assert {a.tensor.name: a.reason for a in candidates.set_aside} == {
+        "loss:0": "a loss (needs the labels labels:0)"
+    }
+    assert detect(graph, {}).outputs == {"cost": "cost:0"}
