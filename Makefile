@@ -1,6 +1,9 @@
 # Everything runs from the project's own virtual environment; the only prerequisites are
-# Python 3.11 and make.
-PYTHON ?= python3.11
+# Python (3.11, 3.12 or 3.13) and make. The first of those that runs is used; PYTHON= overrides.
+SUPPORTED_PYTHONS := python3.11 python3.12 python3.13
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(firstword $(foreach p,$(SUPPORTED_PYTHONS),$(shell $(p) -c 'import sys' >/dev/null 2>&1 && echo $(p))))
+endif
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -20,7 +23,8 @@ help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 $(BIN)/python:
-	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run 'make PYTHON=/path/to/python3.11'"; exit 2; }
+	@test -n "$(PYTHON)" || { echo "none of $(SUPPORTED_PYTHONS) found on PATH: install Python 3.11, 3.12 or 3.13, or run 'make PYTHON=/path/to/python3'"; exit 2; }
+	@$(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' 2>/dev/null || { echo "$(PYTHON) is not Python 3.11, 3.12 or 3.13 (or not found); run 'make PYTHON=/path/to/python3.12'"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
