@@ -20,6 +20,13 @@ Two things gunicorn's threaded worker (`gthread`) does not give us:
    already received, including ones arriving on kept-alive connections during gthread's
    short linger, are answered normally; gthread then exits after at most graceful_timeout.
 
+3. **A connection gthread will close is announced as closing.** After a response gthread
+   discards the request body the app left unread, but gives up past 64 KB and closes the
+   connection, although the response promised keep-alive: the client's next request on it
+   fails (found by the fault suite's fuzzing: a large body refused with 415 or 413). When
+   that much body is left at start_response, this worker marks the response
+   `Connection: close`, so clients open a new connection instead.
+
 TLS listeners are not inspected (the request line is encrypted): with certfile/keyfile set
 every request takes the usual pool, as in plain gthread.
 """
@@ -35,6 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
+from gunicorn.http import parser as gunicorn_parser
 from gunicorn.workers.gthread import DEFAULT_WORKER_DATA_TIMEOUT, TConn, ThreadWorker
 
 from logic_service.drain import DRAINING_KEY
@@ -43,6 +51,8 @@ PROBE_PATHS = ("/health", "/ready")
 DEFAULT_PROBE_THREADS = 2
 # Long enough for "GET /health?x HTTP/1.1" and far shorter than any request line we care about.
 PEEK_BYTES = 64
+# What gthread drains of an unread body before it closes the connection instead.
+DRAIN_LIMIT = getattr(gunicorn_parser, "_DRAIN_MAX_BYTES", 64 * 1024)
 
 
 def probe_lane(head: bytes, paths: Iterable[str] = PROBE_PATHS) -> str | None:
@@ -57,6 +67,13 @@ def probe_lane(head: bytes, paths: Iterable[str] = PROBE_PATHS) -> str | None:
         if head.startswith(prefix) and head[len(prefix) : len(prefix) + 1] in (b" ", b"?"):
             return path
     return None
+
+
+def unread_body(environ: dict[str, Any]) -> int:
+    """Bytes of a Content-Length body the app has not read yet (0 when unknown)."""
+    reader = getattr(environ.get("wsgi.input"), "reader", None)
+    left = getattr(reader, "length", 0)
+    return left if isinstance(left, int) else 0
 
 
 class ProbeLaneWorker(ThreadWorker):
@@ -85,7 +102,16 @@ class ProbeLaneWorker(ThreadWorker):
 
         def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
             environ[DRAINING_KEY] = self.draining
-            return app(environ, start_response)
+
+            def start(status: str, headers: list, exc_info: Any = None) -> Any:
+                if unread_body(environ) >= DRAIN_LIMIT:
+                    # start_response is bound to gunicorn's Response for this request.
+                    response = getattr(start_response, "__self__", None)
+                    if hasattr(response, "force_close"):
+                        response.force_close()
+                return start_response(status, headers, exc_info)
+
+            return app(environ, start)
 
         self.wsgi = wsgi
 

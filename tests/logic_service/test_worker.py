@@ -28,6 +28,7 @@ GRAPH_DELAY = 4.0
 THREADS = 2
 # A functional bound, far above the milliseconds a probe takes, far below GRAPH_DELAY.
 PROBE_BOUND = 1.0
+MAX_BODY = 32 * 1024
 
 
 @pytest.fixture
@@ -50,7 +51,7 @@ def blocked_stack(sklearn_artifacts, tmp_path):
     server = start_logic_service(
         config,
         tmp_path / "logic.log",
-        env={"GRAPH_SERVICE_URL": tier.url},
+        env={"GRAPH_SERVICE_URL": tier.url, "LOGIC_MAX_CONTENT_LENGTH": str(MAX_BODY)},
         workers=1,
         threads=THREADS,
     )
@@ -136,6 +137,29 @@ def test_sigterm_answers_requests_in_flight_refuses_new_ones_and_says_not_ready(
 
 def clean_env() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if not key.startswith("LOGIC_")}
+
+
+def test_a_large_body_left_unread_closes_the_connection_and_says_so(blocked_stack) -> None:
+    """gthread closes a keep-alive connection after > 64 KB of unread body: announce it.
+
+    A Content-Length over the app's limit is refused (413) before any of the body is read.
+    """
+    server, _ = blocked_stack
+    session = requests.Session()
+    headers = {"Content-Type": "application/json"}
+    refused = session.post(
+        server.url + "/get_score", data=b" " * 200_000, headers=headers, timeout=10
+    )
+    assert refused.status_code == 413
+    assert refused.headers.get("Connection", "").lower() == "close"
+    # Over the limit but within what gthread drains: the connection stays usable.
+    small = session.post(
+        server.url + "/get_score", data=b" " * (MAX_BODY + 100), headers=headers, timeout=10
+    )
+    assert small.status_code == 413
+    assert small.headers.get("Connection", "").lower() != "close"
+    for _ in range(20):
+        assert session.get(server.url + "/health", timeout=10).status_code == 200
 
 
 @pytest.mark.parametrize(
