@@ -17,7 +17,7 @@ DURATION ?= 30s
 PIPELINE ?=
 OUT      ?= run/loadtest
 
-.PHONY: help install test lint format up demo bench bench-graph bench-logic bench-venv loadtest clean
+.PHONY: help install test test-faults test-faults-full lint format up demo bench bench-graph bench-logic bench-venv loadtest clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -39,6 +39,12 @@ test: $(STAMP)  ## lint, then the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+test-faults: $(STAMP)  ## the fault suite, bounded slice (CI): tiers killed, frozen, drained, fuzzed
+	FAULT_REPORT=run/fault-report.txt $(BIN)/python -m pytest -m fault tests/faults
+
+test-faults-full: $(STAMP)  ## the fault suite in full: 20,000-request memory run, 10x the fuzzing
+	FAULT_FULL=1 FAULT_REPORT=run/fault-report-full.txt $(BIN)/python -m pytest -m fault tests/faults
 
 lint: $(STAMP)  ## ruff lint and format check
 	$(BIN)/ruff check .
