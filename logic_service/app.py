@@ -17,8 +17,9 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from logic_service.codecs import decode_score_request, encode_body, encode_score_response
 from logic_service.config import ServiceConfig, load_config
-from logic_service.errors import ConfigError, GraphUnavailableError, register_error_handlers
-from logic_service.graph_client import GraphClient
+from logic_service.deadline import TIMEOUT_HEADER, Deadline
+from logic_service.errors import ConfigError, register_error_handlers
+from logic_service.graph_client import GraphClient, validate_url
 from logic_service.metrics import Metrics
 from logic_service.pipelines import load_pipelines
 from logic_service.request_log import configure_logging, log_request
@@ -60,6 +61,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     client = None
     if graph_backed:
         assert graph_url is not None
+        source = (
+            "GRAPH_SERVICE_URL"
+            if settings.graph_service_url
+            else f"{config.path}: graph_service_url"
+        )
+        graph_url = validate_url(graph_url, source)
         client = GraphClient(
             graph_url,
             connect_timeout=settings.connect_timeout,
@@ -67,17 +74,21 @@ def create_app(settings: Settings | None = None) -> Flask:
             connect_retries=settings.connect_retries,
             pool_size=settings.pool_size,
         )
-    scorer = Scorer(pipelines, client, config.default)
+    metrics = Metrics()
+    scorer = Scorer(pipelines, client, config.default, settings, metrics)
     for name, problem in scorer.load_signatures().items():
         log.warning(
-            "pipeline %s: graph signature not read yet (%s); /ready says 503", name, problem
+            "graph %s: signature not read yet (%s); read again in the background, "
+            "/ready says 503 until then",
+            name,
+            problem,
         )
 
     app = Flask(__name__)
     # One byte over the limit: werkzeug cuts a chunked body at MAX_CONTENT_LENGTH without a
     # word, so get_score needs to see that there was more (and answers 413 itself).
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length + 1
-    app.extensions[EXTENSION] = ServiceState(settings, config, scorer, Metrics())
+    app.extensions[EXTENSION] = ServiceState(settings, config, scorer, metrics)
     register_error_handlers(app)
     app.register_blueprint(routes)
     app.before_request(_begin)
@@ -108,7 +119,12 @@ def get_score() -> Response:
     score_request = decode_score_request(body, request.content_type)
     pipeline = state.scorer.select(score_request.model)
     g.pipeline = pipeline.name
-    result = state.scorer.score(pipeline, score_request.data, g.request_id, g.timings)
+    deadline = Deadline.for_request(
+        request.headers.get(TIMEOUT_HEADER), state.settings.request_timeout
+    )
+    result = state.scorer.score(
+        pipeline, score_request.data, g.request_id, g.timings, deadline=deadline, trace=g.trace
+    )
     g.rows = result.rows
     return Response(encode_score_response(result.data), mimetype="application/json")
 
@@ -122,16 +138,19 @@ def health() -> Response:
 
 @routes.get("/ready")
 def ready() -> Response:
-    """Readiness: every graph-backed model AVAILABLE and its signature read."""
+    """Readiness: this pod can do its own work (artifacts loaded, each graph signature read
+    once). The graph's health is the breakers' job: reported in `data.graph`, never a
+    reason to leave the Service. Never calls the graph, never waits on a lock."""
     readiness = _state().scorer.readiness()
+    data = {"pipelines": readiness.reasons, "graph": readiness.targets}
     if not readiness.ready:
         failing = "; ".join(
             f"pipeline {name!r}: {reason}"
             for name, reason in readiness.reasons.items()
             if reason != "ready"
         )
-        raise GraphUnavailableError(f"not ready: {failing}")
-    return _json({"msg": "ready", "code": 200, "data": readiness.reasons})
+        return _json({"msg": f"not ready: {failing}", "code": 503, "data": data}, 503)
+    return _json({"msg": "ready", "code": 200, "data": data})
 
 
 @routes.get("/pipelines")
@@ -139,7 +158,7 @@ def pipelines() -> Response:
     scorer = _state().scorer
     data = {
         "default": scorer.default,
-        "pipelines": [pipeline.describe() for pipeline in scorer.pipelines.values()],
+        "pipelines": [scorer.describe(pipeline) for pipeline in scorer.pipelines.values()],
     }
     return _json({"msg": "Successful!", "code": 200, "data": data})
 
@@ -156,6 +175,7 @@ def _begin() -> None:
     g.request_id = incoming[:_MAX_REQUEST_ID] if incoming.isprintable() and incoming else ""
     g.request_id = g.request_id or uuid.uuid4().hex
     g.timings = {}
+    g.trace = {}
     g.pipeline = None
     g.rows = None
 
@@ -189,5 +209,6 @@ def _finish(response: Response) -> Response:
         rows=g.get("rows"),
         timings=timings,
         error=error,
+        extra=g.get("trace") or None,
     )
     return response

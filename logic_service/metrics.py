@@ -13,6 +13,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -22,6 +23,8 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Tight at the low end: the tier's own overhead is a few milliseconds.
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STAGES = ("preprocess", "graph", "model", "postprocess", "total")
+_BATCH_ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+_QUEUE_WAIT = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
 
 
 class Metrics:
@@ -43,6 +46,47 @@ class Metrics:
             buckets=_BUCKETS,
             registry=self.registry,
         )
+
+        # Graph targets (graph_target.py): batching, call outcomes, breaker state.
+        self.batch_rows = Histogram(
+            "logic_batch_rows",
+            "Rows per :predict call sent to a graph target (several requests when batched).",
+            ["target"],
+            buckets=_BATCH_ROWS,
+            registry=self.registry,
+        )
+        self.batch_queue_wait = Histogram(
+            "logic_batch_queue_wait_seconds",
+            "Time a request waited in its graph target's queue before its batch was sent.",
+            ["target"],
+            buckets=_QUEUE_WAIT,
+            registry=self.registry,
+        )
+        self.graph_calls = Counter(
+            "logic_graph_calls",
+            "Calls to the graph tier by target and outcome (ok, error, timeout, unreachable).",
+            ["target", "outcome"],
+            registry=self.registry,
+        )
+        self.breaker_state = Gauge(
+            "logic_graph_breaker_state",
+            "Circuit breaker per graph target: 0 closed, 1 half-open, 2 open (worst worker).",
+            ["target"],
+            multiprocess_mode="livemax",
+            registry=self.registry,
+        )
+
+    def observe_batch(self, target: str, rows: int, waits: list[float]) -> None:
+        self.batch_rows.labels(target).observe(rows)
+        wait = self.batch_queue_wait.labels(target)
+        for seconds in waits:
+            wait.observe(seconds)
+
+    def count_graph_call(self, target: str, outcome: str) -> None:
+        self.graph_calls.labels(target, outcome).inc()
+
+    def set_breaker_state(self, target: str, state: int) -> None:
+        self.breaker_state.labels(target).set(state)
 
     def observe(self, pipeline: str, status: int, timings: dict[str, float]) -> None:
         """Count one request and record each stage that ran."""

@@ -62,8 +62,10 @@ def log_request(
     rows: int | None,
     timings: dict[str, float],
     error: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
-    """The canonical line for one request (timings in milliseconds)."""
+    """The canonical line for one request (timings in milliseconds); `extra` adds fields
+    (the graph batch's id and size)."""
     fields: dict[str, Any] = {
         "request_id": request_id,
         "method": method,
@@ -75,4 +77,6 @@ def log_request(
     }
     if error:
         fields["error"] = error
+    if extra:
+        fields.update(extra)
     logging.getLogger(ACCESS_LOGGER).info("request", extra=fields)
