@@ -1,33 +1,28 @@
 """The logic tier's HTTP transport to the graph tier (TF Serving REST API).
 
-A bare urllib3 connection pool per worker process (created lazily after gunicorn's fork: a
-pool is never shared across one), chosen over `requests` by CPU per call
+`http.client` keep-alive connections in a small pool per worker process (a new pool after
+gunicorn's fork), chosen over `requests` and a bare urllib3 pool by CPU per call
 (benchmarks/bench_graph_client.py). Every call carries a timeout: connect from settings, read
-= what the caller's deadline leaves. Retries are bounded and only where the request cannot
-have been served twice to any effect: a connect failure, or a kept-alive connection the graph
-server had already closed (one retry on a fresh connection; `:predict` is a pure function).
+= what the caller's deadline leaves. Retries are bounded and only where nothing was served: a
+connect failure, or a kept-alive connection the graph server closed as we sent on it (one
+retry on a fresh connection).
 Every transport failure becomes 503 (unreachable), 504 (timeout) or 502 (refused or cut off),
 and graph errors keep the graph's own text.
 """
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
+import select
+import socket
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import urllib3
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    HTTPError,
-    NewConnectionError,
-    ProtocolError,
-    ReadTimeoutError,
-)
 from urllib3.util import parse_url
 
 from logic_service.errors import (
@@ -91,7 +86,13 @@ def validate_url(url: str, where: str = "GRAPH_SERVICE_URL") -> str:
 
 
 class GraphClient:
-    """Talks to one graph tier address; safe to share between a worker's threads."""
+    """Talks to one graph tier address; safe to share between a worker's threads.
+
+    A small LIFO pool of `http.client` connections per process (a new pool after a fork):
+    the cheapest client that still does timeouts, bounded retries and stale-connection
+    handling (benchmarks/bench_graph_client.py). Before a pooled connection is reused it is
+    polled: a connection the server has closed (FIN or RST pending) is dropped, not used.
+    """
 
     def __init__(
         self,
@@ -104,32 +105,16 @@ class GraphClient:
     ) -> None:
         self.base_url = validate_url(base_url)
         parsed = parse_url(self.base_url)
-        self._scheme, self._host = parsed.scheme or "http", parsed.host or ""
-        self._port = parsed.port or (443 if self._scheme == "https" else 80)
+        self._https = parsed.scheme == "https"
+        self._host = parsed.host or ""
+        self._port = parsed.port or (443 if self._https else 80)
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.connect_retries = connect_retries
         self.pool_size = pool_size
         self._lock = threading.Lock()
-        self._pool: urllib3.HTTPConnectionPool | None = None
-        self._pool_pid: int | None = None
-
-    def pool(self) -> urllib3.HTTPConnectionPool:
-        """This process's keep-alive pool (a new one after a fork)."""
-        pid = os.getpid()
-        if self._pool is None or self._pool_pid != pid:
-            with self._lock:
-                if self._pool is None or self._pool_pid != pid:
-                    cls = (
-                        urllib3.HTTPSConnectionPool
-                        if self._scheme == "https"
-                        else urllib3.HTTPConnectionPool
-                    )
-                    self._pool = cls(
-                        self._host, self._port, maxsize=self.pool_size, block=False, retries=False
-                    )
-                    self._pool_pid = pid
-        return self._pool
+        self._idle: list[http.client.HTTPConnection] = []
+        self._pid = os.getpid()
 
     def predict(
         self, path: str, body: bytes, *, request_id: str | None = None, timeout: float
@@ -160,58 +145,86 @@ class GraphClient:
         request_id: str | None = None,
         timeout: float,
     ) -> GraphResponse:
-        """One HTTP exchange within `timeout` seconds of reading; transport failures mapped."""
+        """One HTTP exchange, reading for at most `timeout` seconds; failures mapped."""
         headers = dict(_JSON) if body is not None else {}
         if request_id:
             headers["X-Request-ID"] = request_id
         timeout = max(timeout, 0.001)
-        limit = urllib3.Timeout(connect=min(self.connect_timeout, timeout), read=timeout)
         attempt, dropped_retry = 0, False
         started = time.monotonic()
         while True:
+            conn, reused = self._checkout()
             try:
-                response = self.pool().urlopen(
-                    method,
-                    path,
-                    body=body,
-                    headers=headers,
-                    timeout=limit,
-                    retries=False,
-                    redirect=False,
-                    assert_same_host=False,
-                    preload_content=True,
-                )
-                return GraphResponse(response.status, response.data)
-            except ReadTimeoutError:
-                raise GraphCallTimeoutError(
-                    f"graph tier did not answer {method} {path} within {timeout:.3g}s",
-                    allowed=timeout,
-                ) from None
-            except (NewConnectionError, ConnectTimeoutError) as error:
-                # NewConnectionError is a ConnectTimeoutError in urllib3 2: both mean "not sent".
+                if conn.sock is None:
+                    self._connect(conn, min(self.connect_timeout, timeout))
+                conn.sock.settimeout(timeout)
+                conn.request(method, path, body=body, headers=headers)
+                response = conn.getresponse()
+                data = response.read()
+            except _ConnectFailedError as failure:
+                conn.close()
                 left = timeout - (time.monotonic() - started)
                 if attempt >= self.connect_retries or left <= 0.05 * (attempt + 1):
                     raise GraphConnectError(
                         f"graph tier unreachable at {self.base_url} "
-                        f"({_reason(error)}, {attempt + 1} attempt(s)); is it running?"
+                        f"({_reason(failure.cause)}, {attempt + 1} attempt(s)); is it running?"
                     ) from None
                 attempt += 1
                 time.sleep(0.05 * attempt)
-            except ProtocolError as error:
-                # The server closed a kept-alive connection under us (or cut a body off): one
-                # more try on a new connection, then 502.
-                if not dropped_retry:
+                continue
+            except TimeoutError:
+                conn.close()
+                raise GraphCallTimeoutError(
+                    f"graph tier did not answer {method} {path} within {timeout:.3g}s",
+                    allowed=timeout,
+                ) from None
+            except (http.client.HTTPException, OSError) as error:
+                conn.close()
+                # A kept-alive connection the server closed as we sent (nothing was served):
+                # once more on a new connection. Anything else, or twice: 502.
+                if reused and not dropped_retry and isinstance(error, _DROPPED):
                     dropped_retry = True
                     log.info("graph connection dropped (%s); retrying once", _reason(error))
                     continue
                 raise GraphRejectedError(
-                    f"graph tier at {self.base_url} closed the connection during "
-                    f"{method} {path} ({_reason(error)})"
+                    f"graph tier at {self.base_url} broke off {method} {path} ({_reason(error)})"
                 ) from None
-            except HTTPError as error:
-                raise GraphRejectedError(
-                    f"graph tier at {self.base_url}: {method} {path} failed ({_reason(error)})"
-                ) from None
+            self._checkin(conn, response)
+            return GraphResponse(response.status, data)
+
+    def _checkout(self) -> tuple[http.client.HTTPConnection, bool]:
+        """A pooled connection still open on the server's side, else a new one (unconnected)."""
+        with self._lock:
+            if self._pid != os.getpid():  # forked: the parent's sockets are not ours
+                self._idle, self._pid = [], os.getpid()
+            while self._idle:
+                conn = self._idle.pop()
+                if conn.sock is not None and not _readable(conn.sock):
+                    return conn, True
+                conn.close()  # closed by the server (or junk pending): never reuse it
+        cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+        return cls(self._host, self._port), False
+
+    def _checkin(
+        self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse
+    ) -> None:
+        if response.will_close or conn.sock is None:
+            conn.close()
+            return
+        with self._lock:
+            if len(self._idle) < self.pool_size and self._pid == os.getpid():
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    @staticmethod
+    def _connect(conn: http.client.HTTPConnection, timeout: float) -> None:
+        conn.timeout = timeout
+        try:
+            conn.connect()
+        except OSError as error:  # refused, unreachable, DNS, connect timeout
+            raise _ConnectFailedError(error) from None
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _graph_error(self, response: GraphResponse, path: str) -> Exception:
         text = _error_text(response.body)
@@ -228,6 +241,28 @@ class GraphClient:
         if status == 400 and any(marker in text for marker in _CONTRACT_MARKERS):
             return GraphContractError(message)
         return GraphRejectedError(message)
+
+
+class _ConnectFailedError(Exception):
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+# What a kept-alive connection closed by the server looks like when we use it.
+_DROPPED = (
+    http.client.RemoteDisconnected,
+    ConnectionResetError,
+    BrokenPipeError,
+    http.client.BadStatusLine,
+)
+
+
+def _readable(sock: socket.socket) -> bool:
+    """An idle keep-alive socket with something to read has been closed (or spoilt)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+    return bool(poller.poll(0))
 
 
 def _reason(error: BaseException) -> str:

@@ -52,7 +52,8 @@ class TinyGraphTier:
     Each model name has a behaviour: `slow` answers :predict after `delay` seconds, `reject`
     answers 400 with TF Serving's error body, `echo` sums each row, `picky` sums each row after
     `picky_delay` seconds but refuses the whole call (400) when any value exceeds 1000, as a
-    graph refuses a batch for one bad row. The real graph-service
+    graph refuses a batch for one bad row; `cut` announces a body and closes the connection
+    a few bytes into it. The real graph-service
     covers the happy path; this one exists because a real server cannot be made slow or
     wrong on demand.
     """
@@ -105,7 +106,7 @@ class TinyGraphTier:
 
 
 def _handler(tier: TinyGraphTier) -> Callable[..., BaseHTTPRequestHandler]:
-    known = {"slow", "reject", "echo", "picky"}
+    known = {"slow", "reject", "echo", "picky", "cut"}
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -171,6 +172,15 @@ def _handler(tier: TinyGraphTier) -> Callable[..., BaseHTTPRequestHandler]:
             name = self._model()
             if name == "slow":
                 time.sleep(tier.delay)
+            if name == "cut":
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", "100")
+                self.end_headers()
+                self.wfile.write(b'{"outputs": [[')
+                self.wfile.flush()
+                self.close_connection = True
+                return
             if name == "reject":
                 self._send(400, {"error": "input size does not match signature: 2!=8 [x]"})
                 return

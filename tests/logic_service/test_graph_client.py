@@ -22,7 +22,7 @@ def stack(sklearn_artifacts, tmp_path_factory):
     tier = TinyGraphTier(width, delay=3.0).start()
     pipelines = {
         name: {"transformer": "credit/transformer.pkl", "graph_model": name}
-        for name in ("echo", "slow", "reject")
+        for name in ("echo", "slow", "reject", "cut")
     }
     pipelines["slow"]["timeout"] = 0.5
     pipelines["slow_no_limit"] = {"transformer": "credit/transformer.pkl", "graph_model": "slow"}
@@ -91,6 +91,15 @@ def test_graph_400_is_502_with_the_graph_error_text(stack) -> None:
     assert "input size does not match signature: 2!=8 [x]" in body["msg"]
 
 
+def test_a_response_cut_off_mid_body_is_a_json_502(stack) -> None:
+    server, _ = stack
+    response = _post(server, "cut")
+    body = response.json()
+    assert response.status_code == 502 and body["code"] == 502 and body["data"] is None
+    assert "broke off" in body["msg"] and "IncompleteRead" in body["msg"]
+    assert _post(server, "echo").status_code == 200
+
+
 def test_deadline_header_lowers_the_graph_timeout(stack) -> None:
     """No pipeline timeout: the graph call gets what is left of the caller's budget."""
     server, _ = stack
@@ -135,7 +144,7 @@ def test_graph_down_is_json_503_and_ready_stays_200_reporting_the_graph(stack) -
         ready = requests.get(server.url + "/ready", timeout=10)
         assert ready.status_code == 200
         graph = ready.json()["data"]["graph"]
-        assert set(graph) == {"echo", "slow", "reject"}
+        assert set(graph) == {"echo", "slow", "reject", "cut"}
         assert graph["echo"]["signature_read"] is True
         assert requests.get(server.url + "/health", timeout=10).status_code == 200
     finally:
