@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 from flask import Blueprint, Flask, Response, current_app, g, request
@@ -33,6 +33,18 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _MAX_REQUEST_ID = 128
 
 routes = Blueprint("logic_service", __name__)
+
+
+@dataclass(slots=True)
+class RequestInfo:
+    """What the hooks and the view note about one request (one `g` lookup, not ten)."""
+
+    started: float
+    request_id: str
+    timings: dict[str, float] = field(default_factory=dict)
+    trace: dict[str, int] = field(default_factory=dict)  # graph batch id and size
+    pipeline: str | None = None
+    rows: int | None = None
 
 
 @dataclass
@@ -118,14 +130,20 @@ def get_score() -> Response:
         raise RequestEntityTooLarge()
     score_request = decode_score_request(body, request.content_type)
     pipeline = state.scorer.select(score_request.model)
-    g.pipeline = pipeline.name
+    info: RequestInfo = g.info
+    info.pipeline = pipeline.name
     deadline = Deadline.for_request(
         request.headers.get(TIMEOUT_HEADER), state.settings.request_timeout
     )
     result = state.scorer.score(
-        pipeline, score_request.data, g.request_id, g.timings, deadline=deadline, trace=g.trace
+        pipeline,
+        score_request.data,
+        info.request_id,
+        info.timings,
+        deadline=deadline,
+        trace=info.trace,
     )
-    g.rows = result.rows
+    info.rows = result.rows
     return Response(encode_score_response(result.data), mimetype="application/json")
 
 
@@ -170,45 +188,41 @@ def metrics() -> Response:
 
 
 def _begin() -> None:
-    g.started = time.perf_counter()
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    g.request_id = incoming[:_MAX_REQUEST_ID] if incoming.isprintable() and incoming else ""
-    g.request_id = g.request_id or uuid.uuid4().hex
-    g.timings = {}
-    g.trace = {}
-    g.pipeline = None
-    g.rows = None
+    request_id = incoming[:_MAX_REQUEST_ID] if incoming and incoming.isprintable() else ""
+    g.info = RequestInfo(time.perf_counter(), request_id or uuid.uuid4().hex)
 
 
 def _finish(response: Response) -> Response:
     """Stamp the request id, count and time the request, write its one log line."""
-    started = g.get("started")
-    request_id = g.get("request_id") or uuid.uuid4().hex
-    response.headers[REQUEST_ID_HEADER] = request_id
-    timings = dict(g.get("timings") or {})
-    if started is not None:
-        timings["total"] = time.perf_counter() - started
+    info: RequestInfo | None = g.get("info")
+    if info is None:  # a hook before ours failed: still answer with an id and a log line
+        info = RequestInfo(time.perf_counter(), uuid.uuid4().hex)
+    response.headers[REQUEST_ID_HEADER] = info.request_id
+    timings = info.timings
+    timings["total"] = time.perf_counter() - info.started
+    status = response.status_code
     error = None
-    if response.status_code >= 400 and response.mimetype == "application/json":
+    if status >= 400 and response.mimetype == "application/json":
         try:
             error = orjson.loads(response.get_data()).get("msg")
         except (orjson.JSONDecodeError, AttributeError):
             error = None
-    pipeline = g.get("pipeline")
-    if request.path == "/get_score":
+    path = request.path
+    if path == "/get_score":
         state = _state()
         # Only configured names become labels: a caller's typo must not grow the series.
-        label = pipeline if pipeline in state.scorer.pipelines else "-"
-        state.metrics.observe(label, response.status_code, timings)
+        label = info.pipeline if info.pipeline in state.scorer.pipelines else "-"
+        state.metrics.observe(label, status, timings)
     log_request(
-        request_id=request_id,
+        request_id=info.request_id,
         method=request.method,
-        path=request.path,
-        status=response.status_code,
-        pipeline=pipeline,
-        rows=g.get("rows"),
+        path=path,
+        status=status,
+        pipeline=info.pipeline,
+        rows=info.rows,
         timings=timings,
         error=error,
-        extra=g.get("trace") or None,
+        extra=info.trace or None,
     )
     return response

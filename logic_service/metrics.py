@@ -8,6 +8,7 @@ Under gunicorn, PROMETHEUS_MULTIPROC_DIR is set before prometheus_client is impo
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -47,6 +48,8 @@ class Metrics:
             registry=self.registry,
         )
 
+        self._counters: dict[tuple[str, int], Any] = {}
+        self._stages: dict[tuple[str, str], Any] = {}
         # Graph targets (graph_target.py): batching, call outcomes, breaker state.
         self.batch_rows = Histogram(
             "logic_batch_rows",
@@ -89,11 +92,20 @@ class Metrics:
         self.breaker_state.labels(target).set(state)
 
     def observe(self, pipeline: str, status: int, timings: dict[str, float]) -> None:
-        """Count one request and record each stage that ran."""
-        self.requests.labels(pipeline, str(status)).inc()
+        """Count one request and record each stage that ran (label children cached: the
+        lookup costs more than the observation)."""
+        key = (pipeline, status)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = self.requests.labels(pipeline, str(status))
+        counter.inc()
         for stage, seconds in timings.items():
-            if stage in STAGES:
-                self.latency.labels(pipeline, stage).observe(seconds)
+            child = self._stages.get((pipeline, stage))
+            if child is None:
+                if stage not in STAGES:
+                    continue
+                child = self._stages[(pipeline, stage)] = self.latency.labels(pipeline, stage)
+            child.observe(seconds)
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format: aggregated over workers in multiprocess mode, else this process."""
