@@ -35,6 +35,10 @@ from logic_service.errors import (
 log = logging.getLogger(__name__)
 
 _JSON = {"Content-Type": "application/json"}
+# A kept-alive connection idle this long is not reused: servers close idle connections
+# (graph-service after 5 s, gunicorn's keepalive) and one closed as we send on it is a failure
+# only a retry can hide. Below the graph tier's own keep-alive timeout, that race cannot happen.
+IDLE_LIMIT = 4.0
 # TF Serving's texts for a request that no longer fits the model's signature (a renamed input,
 # another dtype, a missing signature): the only 400s after which re-reading the signature helps.
 _CONTRACT_MARKERS = (
@@ -113,7 +117,7 @@ class GraphClient:
         self.connect_retries = connect_retries
         self.pool_size = pool_size
         self._lock = threading.Lock()
-        self._idle: list[http.client.HTTPConnection] = []
+        self._idle: list[tuple[http.client.HTTPConnection, float]] = []  # (conn, idle since)
         self._pid = os.getpid()
 
     def predict(
@@ -153,7 +157,7 @@ class GraphClient:
         attempt, dropped_retry = 0, False
         started = time.monotonic()
         while True:
-            conn, reused = self._checkout()
+            conn, reused = self._checkout(fresh=dropped_retry)
             try:
                 if conn.sock is None:
                     self._connect(conn, min(self.connect_timeout, timeout))
@@ -183,7 +187,11 @@ class GraphClient:
                 # A kept-alive connection the server closed as we sent (nothing was served):
                 # once more on a new connection. Anything else, or twice: 502.
                 if reused and not dropped_retry and isinstance(error, _DROPPED):
+                    # Its idle siblings were most likely closed with it (same keep-alive
+                    # expiry): drop them all and retry on a new connection, never on another
+                    # pooled one.
                     dropped_retry = True
+                    self._discard_idle()
                     log.info("graph connection dropped (%s); retrying once", _reason(error))
                     continue
                 raise GraphRejectedError(
@@ -192,16 +200,18 @@ class GraphClient:
             self._checkin(conn, response)
             return GraphResponse(response.status, data)
 
-    def _checkout(self) -> tuple[http.client.HTTPConnection, bool]:
-        """A pooled connection still open on the server's side, else a new one (unconnected)."""
+    def _checkout(self, fresh: bool = False) -> tuple[http.client.HTTPConnection, bool]:
+        """A pooled connection still open on the server's side (idle for less than
+        IDLE_LIMIT, so the server is not about to close it), else a new one (unconnected)."""
+        now = time.monotonic()
         with self._lock:
             if self._pid != os.getpid():  # forked: the parent's sockets are not ours
                 self._idle, self._pid = [], os.getpid()
-            while self._idle:
-                conn = self._idle.pop()
-                if conn.sock is not None and not _readable(conn.sock):
+            while self._idle and not fresh:
+                conn, since = self._idle.pop()
+                if now - since < IDLE_LIMIT and conn.sock is not None and not _readable(conn.sock):
                     return conn, True
-                conn.close()  # closed by the server (or junk pending): never reuse it
+                conn.close()  # closed by the server, or about to be: never reuse it
         cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
         return cls(self._host, self._port), False
 
@@ -213,9 +223,15 @@ class GraphClient:
             return
         with self._lock:
             if len(self._idle) < self.pool_size and self._pid == os.getpid():
-                self._idle.append(conn)
+                self._idle.append((conn, time.monotonic()))
                 return
         conn.close()
+
+    def _discard_idle(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn, _ in idle:
+            conn.close()
 
     @staticmethod
     def _connect(conn: http.client.HTTPConnection, timeout: float) -> None:

@@ -70,6 +70,11 @@ class TinyGraphTier:
         self.metadata_delay = 0.0  # seconds before GET .../metadata answers
         self.metadata_status = 200  # anything else: TF Serving's error body with that status
         self.picky_delay = 0.0
+        # The next N requests arriving on an already used keep-alive connection are dropped
+        # without an answer, as a server closing idle connections drops a request sent just
+        # as it closes them.
+        self.drop_reused = 0
+        self.dropped = 0
         self._sockets: list[socket.socket] = []
         self._server: ThreadingHTTPServer | None = None
 
@@ -167,6 +172,13 @@ def _handler(tier: TinyGraphTier) -> Callable[..., BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            served = getattr(self, "_served", 0)
+            self._served = served + 1
+            if served and tier.drop_reused > 0:
+                tier.drop_reused -= 1
+                tier.dropped += 1
+                self.close_connection = True
+                return
             tier.request_ids.append(self.headers.get("X-Request-ID", ""))
             tier.predict_calls += 1
             name = self._model()

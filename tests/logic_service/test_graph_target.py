@@ -220,3 +220,27 @@ def test_a_refused_batch_is_resent_so_only_the_bad_request_fails(
     assert set(burst) == {f"burst-{i}" for i in range(12)}
     assert all("batch_id" in line and "batch_size" in line for line in burst.values())
     assert max(line["batch_size"] for line in burst.values()) > 1, "no batch formed"
+
+
+def test_connections_the_graph_dropped_are_not_retried_on_more_stale_ones(
+    sklearn_artifacts, tmp_path
+) -> None:
+    """Issue 10's burst signature: several pooled keep-alive connections closed by the graph
+    at once. After one drop the client discards its idle connections and retries on a new
+    one, instead of trying the next stale pooled connection (3 attempts, 3 failures, 503)."""
+    tier = TinyGraphTier(_width(sklearn_artifacts)).start()
+    pipelines = {"picky": {"transformer": "credit/transformer.pkl", "graph_model": "picky"}}
+    env = {"LOGIC_BATCHING": "0", "LOGIC_BREAKER_FAILURES": "0"}
+    server = _start(sklearn_artifacts, tmp_path, "dropped", tier, pipelines, env=env)
+    try:
+        tier.picky_delay = 0.3  # 6 concurrent calls: 6 pooled connections afterwards
+        answers = _burst(6, lambda i: _post(server, "picky", credit_records(1, seed=i)))
+        assert [r.status_code for r in answers] == [200] * 6
+        tier.picky_delay = 0.0
+        tier.drop_reused = 5
+        response = _post(server, "picky", credit_records(2))
+        assert response.status_code == 200, response.text
+        assert tier.dropped == 1
+    finally:
+        server.stop()
+        tier.stop()
