@@ -48,13 +48,13 @@ class Scorer:
         pipelines: dict[str, Pipeline],
         client: GraphClient | None,
         default: str | None,
-        settings: Settings | None = None,
+        settings: Settings,
         metrics: Metrics | None = None,
     ) -> None:
         self.pipelines = pipelines
         self.client = client
         self.default = default if default is not None else _only(pipelines)
-        self.settings = settings or Settings(config_path=None)  # type: ignore[arg-type]
+        self.settings = settings
         self.targets: dict[str, RemoteTarget] = {}  # by pipeline name
         self.batching: dict[str, bool] = {}
         self._build_targets(metrics)
