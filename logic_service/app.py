@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 from flask import Blueprint, Flask, Response, current_app, g, request
@@ -17,9 +17,10 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from logic_service.codecs import decode_score_request, encode_body, encode_score_response
 from logic_service.config import ServiceConfig, load_config
+from logic_service.deadline import TIMEOUT_HEADER, Deadline
 from logic_service.drain import refuse_if_draining
-from logic_service.errors import ConfigError, GraphUnavailableError, register_error_handlers
-from logic_service.graph_client import GraphClient
+from logic_service.errors import ConfigError, register_error_handlers
+from logic_service.graph_client import GraphClient, validate_url
 from logic_service.metrics import Metrics
 from logic_service.openapi import routes as openapi_routes
 from logic_service.pipelines import load_pipelines
@@ -34,6 +35,18 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _MAX_REQUEST_ID = 128
 
 routes = Blueprint("logic_service", __name__)
+
+
+@dataclass(slots=True)
+class RequestInfo:
+    """What the hooks and the view note about one request (one `g` lookup, not ten)."""
+
+    started: float
+    request_id: str
+    timings: dict[str, float] = field(default_factory=dict)
+    trace: dict[str, int] = field(default_factory=dict)  # graph batch id and size
+    pipeline: str | None = None
+    rows: int | None = None
 
 
 @dataclass
@@ -62,6 +75,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     client = None
     if graph_backed:
         assert graph_url is not None
+        source = (
+            "GRAPH_SERVICE_URL"
+            if settings.graph_service_url
+            else f"{config.path}: graph_service_url"
+        )
+        graph_url = validate_url(graph_url, source)
         client = GraphClient(
             graph_url,
             connect_timeout=settings.connect_timeout,
@@ -69,19 +88,22 @@ def create_app(settings: Settings | None = None) -> Flask:
             connect_retries=settings.connect_retries,
             pool_size=settings.pool_size,
         )
-    scorer = Scorer(pipelines, client, config.default)
+    metrics = Metrics()
+    for pipeline in pipelines.values():
+        metrics.watch(pipeline)
+    scorer = Scorer(pipelines, client, config.default, settings, metrics)
     for name, problem in scorer.load_signatures().items():
         log.warning(
-            "pipeline %s: graph signature not read yet (%s); /ready says 503", name, problem
+            "graph %s: signature not read yet (%s); read again in the background, "
+            "/ready says 503 until then",
+            name,
+            problem,
         )
 
     app = Flask(__name__)
     # One byte over the limit: werkzeug cuts a chunked body at MAX_CONTENT_LENGTH without a
     # word, so get_score needs to see that there was more (and answers 413 itself).
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length + 1
-    metrics = Metrics()
-    for pipeline in pipelines.values():
-        metrics.watch(pipeline)
     app.extensions[EXTENSION] = ServiceState(settings, config, scorer, metrics)
     register_error_handlers(app)
     app.register_blueprint(routes)
@@ -113,9 +135,20 @@ def get_score() -> Response:
         raise RequestEntityTooLarge()
     score_request = decode_score_request(body, request.content_type)
     pipeline = state.scorer.select(score_request.model)
-    g.pipeline = pipeline.name
-    result = state.scorer.score(pipeline, score_request.data, g.request_id, g.timings)
-    g.rows = result.rows
+    info: RequestInfo = g.info
+    info.pipeline = pipeline.name
+    deadline = Deadline.for_request(
+        request.headers.get(TIMEOUT_HEADER), state.settings.request_timeout
+    )
+    result = state.scorer.score(
+        pipeline,
+        score_request.data,
+        info.request_id,
+        info.timings,
+        deadline=deadline,
+        trace=info.trace,
+    )
+    info.rows = result.rows
     return Response(encode_score_response(result.data), mimetype="application/json")
 
 
@@ -128,17 +161,20 @@ def health() -> Response:
 
 @routes.get("/ready")
 def ready() -> Response:
-    """Readiness: every graph-backed model AVAILABLE and its signature read."""
+    """Readiness: this pod can do its own work (artifacts loaded, each graph signature read
+    once). The graph's health is the breakers' job: reported in `data.graph`, never a
+    reason to leave the Service. Never calls the graph, never waits on a lock."""
     refuse_if_draining(request.environ)
     readiness = _state().scorer.readiness()
+    data = {"pipelines": readiness.reasons, "graph": readiness.targets}
     if not readiness.ready:
         failing = "; ".join(
             f"pipeline {name!r}: {reason}"
             for name, reason in readiness.reasons.items()
             if reason != "ready"
         )
-        raise GraphUnavailableError(f"not ready: {failing}")
-    return _json({"msg": "ready", "code": 200, "data": readiness.reasons})
+        return _json({"msg": f"not ready: {failing}", "code": 503, "data": data}, 503)
+    return _json({"msg": "ready", "code": 200, "data": data})
 
 
 @routes.get("/pipelines")
@@ -146,7 +182,7 @@ def pipelines() -> Response:
     scorer = _state().scorer
     data = {
         "default": scorer.default,
-        "pipelines": [pipeline.describe() for pipeline in scorer.pipelines.values()],
+        "pipelines": [scorer.describe(pipeline) for pipeline in scorer.pipelines.values()],
     }
     return _json({"msg": "Successful!", "code": 200, "data": data})
 
@@ -158,43 +194,41 @@ def metrics() -> Response:
 
 
 def _begin() -> None:
-    g.started = time.perf_counter()
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    g.request_id = incoming[:_MAX_REQUEST_ID] if incoming.isprintable() and incoming else ""
-    g.request_id = g.request_id or uuid.uuid4().hex
-    g.timings = {}
-    g.pipeline = None
-    g.rows = None
+    request_id = incoming[:_MAX_REQUEST_ID] if incoming and incoming.isprintable() else ""
+    g.info = RequestInfo(time.perf_counter(), request_id or uuid.uuid4().hex)
 
 
 def _finish(response: Response) -> Response:
     """Stamp the request id, count and time the request, write its one log line."""
-    started = g.get("started")
-    request_id = g.get("request_id") or uuid.uuid4().hex
-    response.headers[REQUEST_ID_HEADER] = request_id
-    timings = dict(g.get("timings") or {})
-    if started is not None:
-        timings["total"] = time.perf_counter() - started
+    info: RequestInfo | None = g.get("info")
+    if info is None:  # a hook before ours failed: still answer with an id and a log line
+        info = RequestInfo(time.perf_counter(), uuid.uuid4().hex)
+    response.headers[REQUEST_ID_HEADER] = info.request_id
+    timings = info.timings
+    timings["total"] = time.perf_counter() - info.started
+    status = response.status_code
     error = None
-    if response.status_code >= 400 and response.mimetype == "application/json":
+    if status >= 400 and response.mimetype == "application/json":
         try:
             error = orjson.loads(response.get_data()).get("msg")
         except (orjson.JSONDecodeError, AttributeError):
             error = None
-    pipeline = g.get("pipeline")
-    if request.path == "/get_score":
+    path = request.path
+    if path == "/get_score":
         state = _state()
         # Only configured names become labels: a caller's typo must not grow the series.
-        label = pipeline if pipeline in state.scorer.pipelines else "-"
-        state.metrics.observe(label, response.status_code, timings)
+        label = info.pipeline if info.pipeline in state.scorer.pipelines else "-"
+        state.metrics.observe(label, status, timings)
     log_request(
-        request_id=request_id,
+        request_id=info.request_id,
         method=request.method,
-        path=request.path,
-        status=response.status_code,
-        pipeline=pipeline,
-        rows=g.get("rows"),
+        path=path,
+        status=status,
+        pipeline=info.pipeline,
+        rows=info.rows,
         timings=timings,
         error=error,
+        extra=info.trace or None,
     )
     return response

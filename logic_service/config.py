@@ -41,6 +41,9 @@ _PIPELINE_KEYS = {
     "parity_atol",
     "samples",
     "unknown_categories",
+    "batching",
+    "max_batch_rows",
+    "max_batch_wait_ms",
 }
 ENGINES = ("auto", "onnx", "sklearn")
 UNKNOWN_MODES = ("allow", "warn", "reject")
@@ -104,6 +107,10 @@ class PipelineSpec:
     parity_atol: float = DEFAULT_PARITY_ATOL
     samples: Path | None = None
     unknown_categories: str = "warn"
+    # Graph micro-batching; None = the environment's default (LOGIC_BATCHING, ...).
+    batching: bool | None = None
+    max_batch_rows: int | None = None
+    max_batch_wait_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -219,7 +226,9 @@ def _pipeline(name: str, raw: Any, base: Path, max_rows: int, where: str) -> Pip
             timeout=None if timeout is None else _positive_float(timeout, f"{where}: timeout"),
         )
     else:
-        for key in ("version", "version_label", "signature_name", "input", "output", "timeout"):
+        graph_only = ("version", "version_label", "signature_name", "input", "output", "timeout")
+        batch_keys = ("batching", "max_batch_rows", "max_batch_wait_ms")
+        for key in (*graph_only, *batch_keys):
             if key in body:
                 raise ConfigError(f"{where}: {key!r} applies to 'graph_model', not to 'model'")
     method = str(body.get("method", "predict"))
@@ -243,6 +252,13 @@ def _pipeline(name: str, raw: Any, base: Path, max_rows: int, where: str) -> Pip
         columns=columns,
         max_rows=_positive_int(body.get("max_rows", max_rows), f"{where}: max_rows"),
         **_engine_keys(body, base, where),
+        batching=_optional_bool(body.get("batching"), f"{where}: batching"),
+        max_batch_rows=None
+        if body.get("max_batch_rows") is None
+        else _positive_int(body["max_batch_rows"], f"{where}: max_batch_rows"),
+        max_batch_wait_ms=None
+        if body.get("max_batch_wait_ms") is None
+        else _non_negative(body["max_batch_wait_ms"], f"{where}: max_batch_wait_ms"),
     )
 
 
@@ -334,4 +350,16 @@ def _positive_int(value: Any, where: str) -> int:
 def _positive_float(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise ConfigError(f"{where}: expected a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _optional_bool(value: Any, where: str) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise ConfigError(f"{where}: expected true or false, got {value!r}")
+
+
+def _non_negative(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(f"{where}: expected a number of milliseconds >= 0, got {value!r}")
     return float(value)

@@ -25,6 +25,8 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STAGES = ("preprocess", "graph", "model", "postprocess", "total")
 ENGINES = ("onnx", "sklearn")
+_BATCH_ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+_QUEUE_WAIT = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
 
 
 class Metrics:
@@ -60,6 +62,36 @@ class Metrics:
             ["pipeline", "column"],
             registry=self.registry,
         )
+        self._counters: dict[tuple[str, int], Any] = {}
+        self._stages: dict[tuple[str, str], Any] = {}
+        # Graph targets (graph_target.py): batching, call outcomes, breaker state.
+        self.batch_rows = Histogram(
+            "logic_batch_rows",
+            "Rows per :predict call sent to a graph target (several requests when batched).",
+            ["target"],
+            buckets=_BATCH_ROWS,
+            registry=self.registry,
+        )
+        self.batch_queue_wait = Histogram(
+            "logic_batch_queue_wait_seconds",
+            "Time a request waited in its graph target's queue before its batch was sent.",
+            ["target"],
+            buckets=_QUEUE_WAIT,
+            registry=self.registry,
+        )
+        self.graph_calls = Counter(
+            "logic_graph_calls",
+            "Calls to the graph tier by target and outcome (ok, error, timeout, unreachable).",
+            ["target", "outcome"],
+            registry=self.registry,
+        )
+        self.breaker_state = Gauge(
+            "logic_graph_breaker_state",
+            "Circuit breaker per graph target: 0 closed, 1 half-open, 2 open (worst worker).",
+            ["target"],
+            multiprocess_mode="livemax",
+            registry=self.registry,
+        )
 
     def watch(self, pipeline: Any) -> None:
         """Publish a pipeline's engine and count the unknown categories it reports."""
@@ -72,12 +104,33 @@ class Metrics:
 
         pipeline.on_unknown = count
 
+    def observe_batch(self, target: str, rows: int, waits: list[float]) -> None:
+        self.batch_rows.labels(target).observe(rows)
+        wait = self.batch_queue_wait.labels(target)
+        for seconds in waits:
+            wait.observe(seconds)
+
+    def count_graph_call(self, target: str, outcome: str) -> None:
+        self.graph_calls.labels(target, outcome).inc()
+
+    def set_breaker_state(self, target: str, state: int) -> None:
+        self.breaker_state.labels(target).set(state)
+
     def observe(self, pipeline: str, status: int, timings: dict[str, float]) -> None:
-        """Count one request and record each stage that ran."""
-        self.requests.labels(pipeline, str(status)).inc()
+        """Count one request and record each stage that ran (label children cached: the
+        lookup costs more than the observation)."""
+        key = (pipeline, status)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = self.requests.labels(pipeline, str(status))
+        counter.inc()
         for stage, seconds in timings.items():
-            if stage in STAGES:
-                self.latency.labels(pipeline, stage).observe(seconds)
+            child = self._stages.get((pipeline, stage))
+            if child is None:
+                if stage not in STAGES:
+                    continue
+                child = self._stages[(pipeline, stage)] = self.latency.labels(pipeline, stage)
+            child.observe(seconds)
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format: aggregated over workers in multiprocess mode, else this process."""

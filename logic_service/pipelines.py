@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,7 +21,6 @@ import pandas as pd
 from scipy import sparse
 
 from logic_service.artifacts import LoadedArtifact, import_modules, load_artifact, resolve_hook
-from logic_service.codecs import Signature
 from logic_service.compiled import (
     CompiledFeatures,
     CompiledModel,
@@ -32,7 +30,7 @@ from logic_service.compiled import (
 )
 from logic_service.config import PipelineSpec, ServiceConfig
 from logic_service.contract import STRING, ColumnContract, Contract, read_contract
-from logic_service.errors import BadRequestError, ConfigError, GraphRejectedError
+from logic_service.errors import BadRequestError, ConfigError
 from logic_service.parity import ParityResult, compare, generated_rows, load_samples
 from logic_service.validation import (
     ANY,
@@ -71,7 +69,6 @@ class Pipeline:
     schema: InputSchema
     preprocess_hook: Callable[..., Any] | None = None
     postprocess_hook: Callable[..., Any] | None = None
-    signature: Signature | None = None
     contract: Contract | None = None
     engine: str = SKLEARN
     engine_reason: str = ""
@@ -80,7 +77,6 @@ class Pipeline:
     compiled_model: CompiledModel | None = None
     # Set by the app to count unknown categories: on_unknown(column, count).
     on_unknown: Callable[[str, int], None] | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _warned: set[str] = field(default_factory=set, repr=False)
     _schema_compiled: InputSchema | None = field(default=None, repr=False)
 
@@ -248,60 +244,11 @@ class Pipeline:
                 f"{error}".replace("\n", " ")
             ) from None
 
-    def graph_inputs(self, features: Any, signature: Signature) -> dict[str, np.ndarray]:
-        """Name the feature tensor(s) after the signature's inputs and cast to their dtypes."""
-        target = self.spec.graph
-        assert target is not None
-        if isinstance(features, Mapping):
-            named = dict(features)
-        else:
-            key = target.input
-            if key is None:
-                if len(signature.inputs) != 1:
-                    raise GraphRejectedError(
-                        f"pipeline {self.name!r}: graph model {target.model!r} has inputs "
-                        f"{', '.join(sorted(signature.inputs))}; set 'input:' in the pipeline "
-                        "file or return a dict from the preprocess hook"
-                    )
-                key = next(iter(signature.inputs))
-            named = {key: features}
-        inputs = {}
-        for key, value in named.items():
-            spec = signature.inputs.get(key)
-            if spec is None:
-                raise GraphRejectedError(
-                    f"pipeline {self.name!r}: graph model {target.model!r} has no input {key!r} "
-                    f"(has: {', '.join(sorted(signature.inputs))})"
-                )
-            array = np.asarray(value)
-            if spec.dtype.kind != "O" and array.dtype != spec.dtype:
-                try:
-                    array = array.astype(spec.dtype)
-                except (ValueError, TypeError) as error:
-                    raise BadRequestError(
-                        f"pipeline {self.name!r}: features for input {key!r} cannot be cast "
-                        f"to {spec.dtype}: {error}"
-                    ) from None
-            inputs[key] = array
-        return inputs
-
     def postprocess(self, outputs: Any, prepared: Prepared) -> Any:
-        """Business rules on the model outputs: the hook gets `(outputs, frame)` as always."""
+        """Business rules on the model outputs: `postprocess(outputs, frame) -> data`."""
         if self.postprocess_hook is None:
             return outputs
         return self.postprocess_hook(outputs, prepared.frame)
-
-    def ensure_signature(self, fetch: Callable[[], Signature]) -> Signature:
-        """Read the graph signature once per process; later calls reuse it."""
-        if self.signature is None:
-            with self._lock:
-                if self.signature is None:
-                    self.signature = fetch()
-        return self.signature
-
-    def forget_signature(self) -> None:
-        """Drop the cached signature: the graph tier may now serve a version with another one."""
-        self.signature = None
 
     def describe(self) -> dict[str, Any]:
         """The contract a caller can discover through GET /pipelines."""
@@ -318,13 +265,7 @@ class Pipeline:
                 "version": spec.graph.version,
                 "version_label": spec.graph.version_label,
                 "signature_name": spec.graph.signature_name,
-                "signature_read": self.signature is not None,
             }
-            if self.signature is not None:
-                model["inputs"] = {
-                    name: {"dtype": str(t.dtype), "shape": t.shape}
-                    for name, t in self.signature.inputs.items()
-                }
         else:
             assert self.model is not None
             model = {"kind": "sklearn", "path": str(self.model.path), "method": spec.method}

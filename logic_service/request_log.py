@@ -28,6 +28,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        fields = getattr(record, "_fields", None)
+        if fields is not None:  # the per-request line: fields prepared by log_request
+            payload.update(fields)
+            return orjson.dumps(payload, default=str).decode()
         for key, value in vars(record).items():
             if key not in _RESERVED and not key.startswith("_"):
                 payload[key] = value
@@ -62,8 +66,10 @@ def log_request(
     rows: int | None,
     timings: dict[str, float],
     error: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
-    """The canonical line for one request (timings in milliseconds)."""
+    """The canonical line for one request (timings in milliseconds); `extra` adds fields
+    (the graph batch's id and size)."""
     fields: dict[str, Any] = {
         "request_id": request_id,
         "method": method,
@@ -75,4 +81,14 @@ def log_request(
     }
     if error:
         fields["error"] = error
-    logging.getLogger(ACCESS_LOGGER).info("request", extra=fields)
+    if extra:
+        fields.update(extra)
+    logger = logging.getLogger(ACCESS_LOGGER)
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    # Built directly (no caller lookup, no `extra` merge): this runs once per request.
+    record = logger.makeRecord(ACCESS_LOGGER, logging.INFO, __file__, 0, "request", (), None)
+    record._fields = fields
+    for key, value in fields.items():  # text-format handlers and filters still see them
+        setattr(record, key, value)
+    logger.handle(record)

@@ -1,25 +1,26 @@
 """The request path of POST /get_score, readable top to bottom in `Scorer.score`.
 
-Holds the loaded pipelines and the graph client for one process; no file I/O and no
-schema discovery per request (the graph signature is read once and cached).
+Holds the loaded pipelines and, for graph-backed ones, the graph target each calls (one
+`RemoteTarget` per servable, shared by the pipelines that call it). No file I/O and no
+schema discovery per request.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from logic_service.codecs import Signature, decode_predict_response, encode_predict_request
-from logic_service.errors import (
-    BadRequestError,
-    GraphRejectedError,
-    GraphUnavailableError,
-    LogicError,
-    UnknownPipelineError,
-)
+from logic_service.deadline import Deadline
+from logic_service.errors import BadRequestError, LogicError, UnknownPipelineError
 from logic_service.graph_client import GraphClient
+from logic_service.graph_target import BatchPolicy, RemoteTarget, TargetKey
+from logic_service.metrics import Metrics
 from logic_service.pipelines import Pipeline
+from logic_service.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -32,24 +33,31 @@ class ScoreResult:
 
 @dataclass
 class Readiness:
-    """Per graph-backed pipeline: ready or the reason it is not."""
+    """Ready when every pipeline can do its own work; graph health rides along in `targets`."""
 
     ready: bool
     reasons: dict[str, str]
+    targets: dict[str, dict[str, Any]]
 
 
 class Scorer:
-    """Pipelines + graph client: the service's data plane."""
+    """Pipelines + graph targets: the service's data plane."""
 
     def __init__(
         self,
         pipelines: dict[str, Pipeline],
         client: GraphClient | None,
         default: str | None,
+        settings: Settings,
+        metrics: Metrics | None = None,
     ) -> None:
         self.pipelines = pipelines
         self.client = client
         self.default = default if default is not None else _only(pipelines)
+        self.settings = settings
+        self.targets: dict[str, RemoteTarget] = {}  # by pipeline name
+        self.batching: dict[str, bool] = {}
+        self._build_targets(metrics)
 
     def select(self, name: str | None) -> Pipeline:
         """The pipeline the body names, else the default; 400/404 when that is impossible."""
@@ -68,84 +76,128 @@ class Scorer:
         return pipeline
 
     def score(
-        self, pipeline: Pipeline, data: Any, request_id: str, timings: dict[str, float]
+        self,
+        pipeline: Pipeline,
+        data: Any,
+        request_id: str,
+        timings: dict[str, float],
+        *,
+        deadline: Deadline | None = None,
+        trace: dict[str, Any] | None = None,
     ) -> ScoreResult:
-        """Validate -> features -> model (graph or in-process) -> postprocess."""
+        """Validate + features -> model (graph target, maybe batched, or in-process) -> rules.
+        `trace` receives the graph batch's id and size (also when the call fails)."""
+        deadline = deadline or Deadline(self.settings.request_timeout)
         start = time.perf_counter()
         prepared = pipeline.prepare(data)
-        features = prepared.features
         mark = time.perf_counter()
         timings["preprocess"] = mark - start
         if pipeline.graph_backed:
-            outputs = self._call_graph(pipeline, features, request_id)
+            assert pipeline.spec.graph is not None
+            outputs = self.targets[pipeline.name].predict(
+                pipeline.spec.graph,
+                pipeline.name,
+                prepared.features,
+                prepared.rows,
+                deadline=deadline,
+                request_id=request_id,
+                batching=self.batching[pipeline.name],
+                trace=trace,
+            )
             timings["graph"] = time.perf_counter() - mark
         else:
-            outputs = pipeline.predict_local(features)
+            outputs = pipeline.predict_local(prepared.features)
             timings["model"] = time.perf_counter() - mark
         mark = time.perf_counter()
         data = pipeline.postprocess(outputs, prepared)
         timings["postprocess"] = time.perf_counter() - mark
         return ScoreResult(data, prepared.rows)
 
-    def _call_graph(self, pipeline: Pipeline, features: Any, request_id: str) -> Any:
-        target = pipeline.spec.graph
-        assert target is not None and self.client is not None
-        client = self.client
-
-        def predict(signature: Signature) -> bytes:
-            inputs = pipeline.graph_inputs(features, signature)
-            body = encode_predict_request(target.signature_name, inputs)
-            return client.predict(target, body, request_id=request_id, read_timeout=target.timeout)
-
-        def fetch() -> Signature:
-            return client.signature(target, request_id=request_id)
-
-        signature = pipeline.ensure_signature(fetch)
-        try:
-            raw = predict(signature)
-        except GraphRejectedError:
-            # The graph tier may have rolled out a version with another signature (renamed
-            # input, new dtype): re-read it, and retry once if it did change.
-            pipeline.forget_signature()
-            fresh = pipeline.ensure_signature(fetch)
-            if fresh == signature:
-                raise
-            raw = predict(fresh)
-        return decode_predict_response(raw, target.output)
-
-    def load_signatures(self) -> dict[str, str]:
-        """Read every graph signature now (start-up); failures are left for /ready to report."""
+    def load_signatures(self, timeout: float = 5.0) -> dict[str, str]:
+        """Read every graph signature now, each call bounded by `timeout` (start-up);
+        whatever fails keeps being read in the background and /ready says 503 meanwhile."""
         problems = {}
-        for pipeline in self.pipelines.values():
-            if pipeline.graph_backed:
-                try:
-                    self._signature(pipeline)
-                except LogicError as error:
-                    problems[pipeline.name] = str(error)
+        for target in self.unique_targets():
+            try:
+                target.read_signature(min(timeout, target.client.read_timeout))
+            except LogicError as error:
+                problems[target.label] = str(error)
         return problems
 
     def readiness(self) -> Readiness:
-        """Every graph-backed model AVAILABLE and its metadata read."""
+        """This pod can do its own work: artifacts loaded (they are, or it would not run) and
+        each graph signature read once. Never calls the graph or waits on a lock."""
         reasons: dict[str, str] = {}
-        for pipeline in self.pipelines.values():
-            if not pipeline.graph_backed:
-                continue
-            assert self.client is not None and pipeline.spec.graph is not None
-            ok, reason = self.client.available(pipeline.spec.graph)
-            if ok:
-                try:
-                    self._signature(pipeline)
-                except LogicError as error:
-                    ok, reason = False, f"metadata not readable: {error}"
-            reasons[pipeline.name] = "ready" if ok else reason
-        return Readiness(all(value == "ready" for value in reasons.values()), reasons)
+        for name in self.pipelines:
+            target = self.targets.get(name)
+            if target is None or target.signatures.ever_read:
+                reasons[name] = "ready"
+            else:
+                target.ensure_reader()
+                error = target.signatures.last_error or "not tried yet"
+                reasons[name] = f"graph signature of {target.label} not read yet ({error})"
+        targets = {target.label: target.status() for target in self.unique_targets()}
+        return Readiness(all(v == "ready" for v in reasons.values()), reasons, targets)
 
-    def _signature(self, pipeline: Pipeline) -> Any:
-        target = pipeline.spec.graph
-        client = self.client
-        if client is None or target is None:
-            raise GraphUnavailableError("no graph tier configured")
-        return pipeline.ensure_signature(lambda: client.signature(target))
+    def describe(self, pipeline: Pipeline) -> dict[str, Any]:
+        """GET /pipelines' entry: the pipeline's contract plus what its target knows."""
+        info = pipeline.describe()
+        target = self.targets.get(pipeline.name)
+        if target is not None:
+            signature = target.signatures.value
+            info["model"]["signature_read"] = signature is not None
+            info["model"]["batching"] = self.batching[pipeline.name]
+            if signature is not None:
+                info["model"]["inputs"] = {
+                    name: {"dtype": str(t.dtype), "shape": t.shape}
+                    for name, t in signature.inputs.items()
+                }
+        return info
+
+    def unique_targets(self) -> list[RemoteTarget]:
+        return list({id(t): t for t in self.targets.values()}.values())
+
+    def _build_targets(self, metrics: Metrics | None) -> None:
+        """One RemoteTarget per servable; its batch limits are the strictest of its pipelines'."""
+        settings = self.settings
+        by_key: dict[TargetKey, list[Pipeline]] = {}
+        for pipeline in self.pipelines.values():
+            spec = pipeline.spec
+            if spec.graph is None:
+                continue
+            assert self.client is not None
+            by_key.setdefault(TargetKey.of(self.client.base_url, spec.graph), []).append(pipeline)
+            self.batching[pipeline.name] = (
+                settings.batching if spec.batching is None else spec.batching
+            )
+        for key, members in by_key.items():
+            rows = [p.spec.max_batch_rows or settings.max_batch_rows for p in members]
+            waits = [
+                settings.max_batch_wait_ms
+                if p.spec.max_batch_wait_ms is None
+                else p.spec.max_batch_wait_ms
+                for p in members
+            ]
+            assert self.client is not None
+            target = RemoteTarget(
+                key,
+                self.client,
+                breaker_failures=settings.breaker_failures,
+                breaker_reset=settings.breaker_reset_seconds,
+                slots=settings.graph_concurrency,
+                policy=BatchPolicy(max_rows=min(rows), max_wait=min(waits) / 1000.0),
+                on_breaker_change=metrics.set_breaker_state if metrics else None,
+                observe_batch=(
+                    lambda rows, waits, label=key.label: metrics.observe_batch(label, rows, waits)
+                )
+                if metrics
+                else None,
+                count_call=metrics.count_graph_call if metrics else None,
+            )
+            if metrics is not None:
+                metrics.set_breaker_state(key.label, 0)
+            for pipeline in members:
+                self.targets[pipeline.name] = target
 
 
 def _only(pipelines: dict[str, Pipeline]) -> str | None:

@@ -2,18 +2,35 @@
 
 One typed object, built explicitly (tests) or from the environment (gunicorn, containers).
 The pipeline file itself is parsed by `config.py`; env vars here override what it says.
+Every LOGIC_* value is checked here, before anything starts: a bad one is a one-line
+ConfigError (exit 2), never a traceback from deep inside gunicorn.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from logic_service.errors import ConfigError
+from logic_service.graph_client import validate_url
 
 DEFAULT_MAX_CONTENT_LENGTH = 8 * 1024 * 1024
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_LOG_LEVELS = {"debug", "info", "warning", "error", "critical"}
+_BIND = re.compile(r"^(unix:.+|\[?[\w.:-]*\]?:\d{1,5})$")
+# Read by gunicorn.conf.py; checked here so `logic-service` refuses them with one line.
+_SERVER_INTEGERS = {
+    "LOGIC_WORKERS": 1,
+    "LOGIC_THREADS": 1,
+    "LOGIC_WORKER_TIMEOUT": 0,
+    "LOGIC_GRACEFUL_TIMEOUT": 0,
+    "LOGIC_KEEPALIVE": 0,
+}
 
 
 @dataclass(frozen=True)
@@ -23,11 +40,18 @@ class Settings:
     config_path: Path
     graph_service_url: str | None = None  # overrides the file's graph_service_url
     connect_timeout: float = 2.0
-    read_timeout: float = 10.0
+    read_timeout: float = 10.0  # the most one graph call may take (the deadline may cut it)
     connect_retries: int = 2
     max_content_length: int = DEFAULT_MAX_CONTENT_LENGTH
     pool_size: int = 16
     json_logs: bool = True
+    request_timeout: float = 10.0  # per-request budget; X-Request-Timeout-Ms may lower it
+    batching: bool = True  # default for pipelines that do not set `batching:`
+    max_batch_rows: int = 256
+    max_batch_wait_ms: float = 0.0
+    graph_concurrency: int = 1  # graph calls in flight per target and worker process
+    breaker_failures: int = 5  # 0 turns the breaker off
+    breaker_reset_seconds: float = 5.0
 
     @classmethod
     def from_env(
@@ -40,21 +64,45 @@ class Settings:
             raise ConfigError(
                 "no pipeline file: pass --config FILE or set LOGIC_CONFIG=/path/to/pipelines.yaml"
             )
+        _check_server_env(env)
+        url = env.get("GRAPH_SERVICE_URL") or None
+        if url is not None:
+            url = validate_url(url)
         return cls(
             config_path=Path(path),
-            graph_service_url=env.get("GRAPH_SERVICE_URL") or None,
-            connect_timeout=_number(env, "LOGIC_GRAPH_CONNECT_TIMEOUT", 2.0),
-            read_timeout=_number(env, "LOGIC_GRAPH_READ_TIMEOUT", 10.0),
-            connect_retries=int(_number(env, "LOGIC_GRAPH_RETRIES", 2)),
-            max_content_length=int(
-                _number(env, "LOGIC_MAX_CONTENT_LENGTH", DEFAULT_MAX_CONTENT_LENGTH)
+            graph_service_url=url,
+            connect_timeout=_number(env, "LOGIC_GRAPH_CONNECT_TIMEOUT", 2.0, positive=True),
+            read_timeout=_number(env, "LOGIC_GRAPH_READ_TIMEOUT", 10.0, positive=True),
+            connect_retries=_integer(env, "LOGIC_GRAPH_RETRIES", 2, minimum=0),
+            max_content_length=_integer(
+                env, "LOGIC_MAX_CONTENT_LENGTH", DEFAULT_MAX_CONTENT_LENGTH, minimum=1
             ),
-            pool_size=int(_number(env, "LOGIC_GRAPH_POOL_SIZE", 16)),
-            json_logs=env.get("LOGIC_JSON_LOGS", "1") not in {"0", "false", "no"},
+            pool_size=_integer(env, "LOGIC_GRAPH_POOL_SIZE", 16, minimum=1),
+            json_logs=_flag(env, "LOGIC_JSON_LOGS", True),
+            request_timeout=_number(env, "LOGIC_REQUEST_TIMEOUT", 10.0, positive=True),
+            batching=_flag(env, "LOGIC_BATCHING", True),
+            max_batch_rows=_integer(env, "LOGIC_MAX_BATCH_ROWS", 256, minimum=1),
+            max_batch_wait_ms=_number(env, "LOGIC_MAX_BATCH_WAIT_MS", 0.0),
+            graph_concurrency=_integer(env, "LOGIC_GRAPH_CONCURRENCY", 1, minimum=1),
+            breaker_failures=_integer(env, "LOGIC_BREAKER_FAILURES", 5, minimum=0),
+            breaker_reset_seconds=_number(env, "LOGIC_BREAKER_RESET_SECONDS", 5.0, positive=True),
         )
 
 
-def _number(env: Mapping[str, str], name: str, default: float) -> float:
+def _check_server_env(env: Mapping[str, str]) -> None:
+    for name, minimum in _SERVER_INTEGERS.items():
+        _integer(env, name, minimum, minimum=minimum)
+    bind = env.get("LOGIC_BIND")
+    if bind and not _BIND.match(bind):
+        raise ConfigError(f"LOGIC_BIND={bind!r} is not HOST:PORT (e.g. 0.0.0.0:5000)")
+    level = env.get("LOGIC_LOG_LEVEL")
+    if level and level.lower() not in _LOG_LEVELS:
+        raise ConfigError(
+            f"LOGIC_LOG_LEVEL={level!r} is not one of {', '.join(sorted(_LOG_LEVELS))}"
+        )
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, positive: bool = False) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -62,6 +110,34 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}={raw!r} is not a finite number")
+    if positive and value <= 0:
+        raise ConfigError(f"{name}={raw!r} must be greater than 0")
     if value < 0:
         raise ConfigError(f"{name}={raw!r} must not be negative")
     return value
+
+
+def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r} must be at least {minimum}")
+    return value
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in _TRUE:
+        return True
+    if raw.lower() in _FALSE:
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a switch: use 1/0, true/false, yes/no or on/off")

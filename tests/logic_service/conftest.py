@@ -50,7 +50,10 @@ class TinyGraphTier:
     """A real HTTP server in a thread speaking just enough TF Serving REST for fault tests.
 
     Each model name has a behaviour: `slow` answers :predict after `delay` seconds, `reject`
-    answers 400 with TF Serving's error body, `echo` sums each row. The real graph-service
+    answers 400 with TF Serving's error body, `echo` sums each row, `picky` sums each row after
+    `picky_delay` seconds but refuses the whole call (400) when any value exceeds 1000, as a
+    graph refuses a batch for one bad row; `cut` announces a body and closes the connection
+    a few bytes into it. The real graph-service
     covers the happy path; this one exists because a real server cannot be made slow or
     wrong on demand.
     """
@@ -62,6 +65,16 @@ class TinyGraphTier:
         self.url = f"http://127.0.0.1:{self.port}"
         self.request_ids: list[str] = []
         self.connections = 0
+        self.predict_calls = 0
+        self.metadata_calls = 0
+        self.metadata_delay = 0.0  # seconds before GET .../metadata answers
+        self.metadata_status = 200  # anything else: TF Serving's error body with that status
+        self.picky_delay = 0.0
+        # The next N requests arriving on an already used keep-alive connection are dropped
+        # without an answer, as a server closing idle connections drops a request sent just
+        # as it closes them.
+        self.drop_reused = 0
+        self.dropped = 0
         self._sockets: list[socket.socket] = []
         self._server: ThreadingHTTPServer | None = None
 
@@ -98,7 +111,7 @@ class TinyGraphTier:
 
 
 def _handler(tier: TinyGraphTier) -> Callable[..., BaseHTTPRequestHandler]:
-    known = {"slow", "reject", "echo"}
+    known = {"slow", "reject", "echo", "picky", "cut"}
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -124,6 +137,11 @@ def _handler(tier: TinyGraphTier) -> Callable[..., BaseHTTPRequestHandler]:
             if name is None:
                 self._send(404, {"error": f"Servable not found for request: Latest({self.path})"})
             elif self.path.endswith("/metadata"):
+                tier.metadata_calls += 1
+                time.sleep(tier.metadata_delay)
+                if tier.metadata_status != 200:
+                    self._send(tier.metadata_status, {"error": "metadata is broken today"})
+                    return
                 spec = {
                     "dtype": "DT_FLOAT",
                     "tensor_shape": {
@@ -154,14 +172,36 @@ def _handler(tier: TinyGraphTier) -> Callable[..., BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            served = getattr(self, "_served", 0)
+            self._served = served + 1
+            if served and tier.drop_reused > 0:
+                tier.drop_reused -= 1
+                tier.dropped += 1
+                self.close_connection = True
+                return
             tier.request_ids.append(self.headers.get("X-Request-ID", ""))
+            tier.predict_calls += 1
             name = self._model()
             if name == "slow":
                 time.sleep(tier.delay)
+            if name == "cut":
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", "100")
+                self.end_headers()
+                self.wfile.write(b'{"outputs": [[')
+                self.wfile.flush()
+                self.close_connection = True
+                return
             if name == "reject":
                 self._send(400, {"error": "input size does not match signature: 2!=8 [x]"})
                 return
             rows = body["inputs"]["x"]
+            if name == "picky":
+                time.sleep(tier.picky_delay)
+                if any(abs(value) > 1000 for row in rows for value in row):
+                    self._send(400, {"error": "a value is out of range for this model"})
+                    return
             self._send(200, {"outputs": [[sum(row)] for row in rows]})
 
     return Handler

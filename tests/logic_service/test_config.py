@@ -75,3 +75,40 @@ def test_missing_and_invalid_files(tmp_path: Path) -> None:
     broken.write_text("pipelines: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(broken)
+
+
+def test_batching_keys_per_graph_pipeline(tmp_path: Path) -> None:
+    base = {"transformer": "t.pkl", "graph_model": "m"}
+    config = _parse(
+        {
+            "pipelines": {
+                "a": {**base, "batching": False},
+                "b": {**base, "max_batch_rows": 32, "max_batch_wait_ms": 1.5},
+                "c": base,
+            }
+        },
+        tmp_path,
+    )
+    a, b, c = (config.pipelines[name] for name in "abc")
+    assert a.batching is False and b.max_batch_rows == 32 and b.max_batch_wait_ms == 1.5
+    assert (c.batching, c.max_batch_rows, c.max_batch_wait_ms) == (None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ({"batching": "yes"}, "batching: expected true or false"),
+        ({"max_batch_rows": 0}, "max_batch_rows: expected a positive integer"),
+        ({"max_batch_wait_ms": -2}, "max_batch_wait_ms: expected a number of milliseconds"),
+    ],
+)
+def test_bad_batching_keys_are_named(tmp_path: Path, extra: dict, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        _parse(
+            {"pipelines": {"p": {"transformer": "t.pkl", "graph_model": "m", **extra}}}, tmp_path
+        )
+
+
+def test_batching_keys_need_a_graph_model(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="'batching' applies to 'graph_model'"):
+        _parse({"pipelines": {"p": {"model": "m.pkl", "batching": True}}}, tmp_path)
