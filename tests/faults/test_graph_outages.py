@@ -149,7 +149,6 @@ def test_graph_frozen_health_stays_fast_and_all_recovers_after_sigcont(
     assert after and all(o.status == 200 for o in after), statuses(after)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="needs the breaker from wp-graphpath")
 def test_get_score_fails_fast_once_the_breaker_opens(fault_bed, graph, tmp_path) -> None:
     """PLAN contract: after consecutive timeouts /get_score answers 503 at once, /ready stays 200."""
     logic = start_logic(fault_bed, graph.url, tmp_path / "logic.log", workers=1)
