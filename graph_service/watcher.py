@@ -39,6 +39,8 @@ class ConfigWatcher:
         self._config_poll = config_poll_seconds
         self._fs_poll = fs_poll_seconds
         self._stop = threading.Event()
+        # Polls and HandleReloadConfigRequest (gRPC) both sync; one at a time.
+        self._sync_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="graph-service-watcher", daemon=True)
 
     def start(self) -> None:
@@ -50,22 +52,33 @@ class ConfigWatcher:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
+    def apply(self, entries: list[ModelEntry]) -> None:
+        """Serve `entries` from now on (gRPC HandleReloadConfigRequest); loads before returning.
+
+        With --model_config_file_poll_wait_seconds on, the next poll puts the file's entries
+        back, as in TF Serving.
+        """
+        with self._sync_lock:
+            self._entries = entries
+            self._registry.sync(entries)
+
     def _run(self) -> None:
         now = time.monotonic()
         next_config = now + self._config_poll if self._config_poll > 0 else float("inf")
         next_fs = now + self._fs_poll if self._fs_poll > 0 else float("inf")
         while not self._stop.wait(max(0.0, min(next_config, next_fs) - time.monotonic())):
             now = time.monotonic()
-            if now >= next_config:
-                next_config = now + self._config_poll
-                self._reload_config()
             if now >= next_fs:
                 next_fs = now + self._fs_poll
-            try:
-                self._registry.sync(self._entries)
-            except Exception:
-                # The watcher must outlive any one bad poll; the next poll tries again.
-                logger.exception("reload failed; serving what was loaded before")
+            with self._sync_lock:
+                if now >= next_config:
+                    next_config = now + self._config_poll
+                    self._reload_config()
+                try:
+                    self._registry.sync(self._entries)
+                except Exception:
+                    # The watcher must outlive any one bad poll; the next poll tries again.
+                    logger.exception("reload failed; serving what was loaded before")
 
     def _reload_config(self) -> None:
         try:
