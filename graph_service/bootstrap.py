@@ -10,12 +10,16 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from converters.models_config import ModelEntry, ModelsConfig
 from graph_service.app import GraphServiceApp, create_app
 from graph_service.registry import ModelRegistry
 from graph_service.settings import Settings
 from graph_service.watcher import ConfigWatcher
+
+if TYPE_CHECKING:
+    from graph_service.grpc_server import GrpcServer
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +36,11 @@ class Service:
     registry: ModelRegistry
     watcher: ConfigWatcher
     executor: ThreadPoolExecutor
+    grpc: GrpcServer | None = None
 
     def close(self) -> None:
+        if self.grpc is not None:
+            self.grpc.stop().wait()
         self.watcher.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
@@ -75,9 +82,32 @@ def build_service(settings: Settings) -> Service:
         else 0.0,
         fs_poll_seconds=settings.file_system_poll_wait_seconds,
     )
+    grpc = _start_grpc(settings, registry, watcher)
     watcher.start()
     executor = ThreadPoolExecutor(
         max_workers=settings.rest_api_num_threads, thread_name_prefix="graph-model"
     )
     app = create_app(registry, settings, executor if settings.timeout_seconds else None)
-    return Service(app, registry, watcher, executor)
+    return Service(app, registry, watcher, executor, grpc)
+
+
+def _start_grpc(
+    settings: Settings, registry: ModelRegistry, watcher: ConfigWatcher
+) -> GrpcServer | None:
+    """TF Serving's gRPC API on --port (None when --port=0), created here: after the fork."""
+    if not settings.grpc_port:
+        logger.info("gRPC off (--port=0): serving REST only")
+        return None
+    from graph_service.grpc_server import GrpcServer, GrpcStartError
+
+    try:
+        return GrpcServer.start(
+            registry,
+            watcher,
+            host=settings.rest_api_host,
+            port=settings.grpc_port,
+            max_threads=settings.grpc_max_threads,
+            max_message_bytes=settings.max_body_bytes,
+        )
+    except GrpcStartError as exc:
+        raise StartupError(str(exc)) from None

@@ -1,4 +1,4 @@
-"""`graph-service`: TF Serving's REST API on this machine, with tensorflow_model_server's flags."""
+"""`graph-service`: TF Serving's REST and gRPC APIs here, with tensorflow_model_server's flags."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ logger = logging.getLogger("graph_service")
 
 EPILOG = """examples:
   graph-service --model_config_file=models/models.config --rest_api_port=8501
-  graph-service --model_name=credit --model_base_path=models/credit
+  graph-service --model_name=credit --model_base_path=models/credit --port=0   # REST only
   curl localhost:8501/v1/models/credit
   curl -d '{"instances": [[0.1, 0.2]]}' localhost:8501/v1/models/credit:predict
 
@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="graph-service",
         description=(
             "Serve SavedModels listed in a TF Serving models.config over TF Serving's REST "
-            "API (/v1/models/...), with live reload of new versions and config changes."
+            "API (/v1/models/..., --rest_api_port) and gRPC API (PredictionService and "
+            "ModelService, --port), with live reload of new versions and config changes."
         ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -86,6 +87,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.DEFAULT_MAX_BODY_BYTES,
         help="larger request bodies get 413 (default 64 MiB)",
     )
+    grpc = parser.add_argument_group("gRPC server (tensorflow-serving-api clients)")
+    grpc.add_argument(
+        "--port",
+        type=int,
+        default=defaults.DEFAULT_GRPC_PORT,
+        help="gRPC port for PredictionService and ModelService, bound on --rest_api_host "
+        "(default 8500); 0 = no gRPC, REST only (TF Serving itself always needs one)",
+    )
+    grpc.add_argument(
+        "--grpc_max_threads",
+        type=int,
+        default=defaults.DEFAULT_GRPC_MAX_THREADS,
+        help="gRPC calls handled at once (default 8)",
+    )
     reload = parser.add_argument_group("live reload")
     reload.add_argument(
         "--model_config_file_poll_wait_seconds",
@@ -112,7 +127,6 @@ def build_parser() -> argparse.ArgumentParser:
     compat = parser.add_argument_group(
         "accepted for tensorflow_model_server compatibility, not used"
     )
-    compat.add_argument("--port", type=int, help="gRPC port: graph-service serves REST only")
     compat.add_argument(
         "--enable_batching", nargs="?", const="true", help="server-side batching (TF Serving only)"
     )
@@ -152,6 +166,12 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             )
     if not 0 < args.rest_api_port < 65536:
         raise _usage(f"--rest_api_port {args.rest_api_port}: use a port between 1 and 65535")
+    if not 0 <= args.port < 65536:
+        raise _usage(f"--port {args.port}: use a port between 1 and 65535, or 0 for no gRPC")
+    if args.port == args.rest_api_port:
+        raise _usage(f"--port and --rest_api_port are both {args.port}; give gRPC its own port")
+    if args.grpc_max_threads < 1:
+        raise _usage("--grpc_max_threads must be at least 1")
     if args.rest_api_num_threads < 1:
         raise _usage("--rest_api_num_threads must be at least 1")
     if args.max_body_bytes < 1:
@@ -162,6 +182,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         model_base_path=args.model_base_path,
         rest_api_port=args.rest_api_port,
         rest_api_host=args.rest_api_host,
+        grpc_port=args.port,
+        grpc_max_threads=args.grpc_max_threads,
         model_config_file_poll_wait_seconds=max(args.model_config_file_poll_wait_seconds, 0.0),
         file_system_poll_wait_seconds=max(args.file_system_poll_wait_seconds, 0.0),
         rest_api_timeout_in_ms=args.rest_api_timeout_in_ms,
@@ -191,7 +213,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ignored = [
         flag
         for flag in (
-            "port",
             "enable_batching",
             "batching_parameters_file",
             "monitoring_config_file",

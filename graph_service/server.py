@@ -9,12 +9,13 @@ server for bounded threads, keep-alive and a graceful SIGTERM. Models load in th
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.errors import AppImportError
 
-from graph_service.bootstrap import StartupError, build_service
+from graph_service.bootstrap import Service, StartupError, build_service
 from graph_service.settings import Settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -25,6 +26,7 @@ class GraphServer(BaseApplication):
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self._service: Service | None = None  # set in the worker, after the fork
         super().__init__()
 
     def load_config(self) -> None:
@@ -44,6 +46,9 @@ class GraphServer(BaseApplication):
             "proc_name": "graph-service",
             # Several services may run side by side (tests, stacks): no shared control socket.
             "control_socket_disable": True,
+            # gRPC runs in the worker beside REST: refuse new calls at SIGTERM, close at exit.
+            "post_worker_init": self._on_worker_ready,
+            "worker_exit": self._on_worker_exit,
         }
         for key, value in options.items():
             self.cfg.set(key, value)
@@ -51,11 +56,30 @@ class GraphServer(BaseApplication):
     def load(self):
         logging.basicConfig(level=self._settings.log_level, format=LOG_FORMAT, stream=sys.stderr)
         try:
-            service = build_service(self._settings)
+            self._service = build_service(self._settings)
         except StartupError as exc:
             # gunicorn prints this message and stops the master (exit code 4), no retry loop.
             raise AppImportError(f"graph-service: {exc}") from None
-        return service.app
+        return self._service.app
+
+    def _on_worker_ready(self, worker) -> None:
+        """Chain onto the worker's SIGTERM: gRPC stops taking calls while REST drains."""
+        service = self._service
+        if service is None or service.grpc is None:
+            return
+        gunicorn_handler = signal.getsignal(signal.SIGTERM)
+        grpc_server = service.grpc
+
+        def on_sigterm(signum, frame):
+            grpc_server.stop()
+            if callable(gunicorn_handler):
+                gunicorn_handler(signum, frame)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+
+    def _on_worker_exit(self, server, worker) -> None:
+        if self._service is not None:
+            self._service.close()
 
 
 def serve(settings: Settings) -> None:
