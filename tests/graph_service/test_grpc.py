@@ -10,9 +10,13 @@ predict_util.cc; shared doc = shared/docs/tf-serving-rest.md (gRPC section).
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -34,11 +38,14 @@ from tensorflow_serving.apis import (
 )
 from tensorflow_serving.config import model_server_config_pb2
 
+from graph_service.bootstrap import build_service
+from graph_service.cli import build_parser, main, settings_from_args
 from tests.fixtures.savedmodels import (
     dense_reference,
     start_graph_service,
     write_dense_savedmodel,
     write_models_config,
+    write_spin_savedmodel,
 )
 from tests.fixtures.servers import free_port, script
 
@@ -523,28 +530,83 @@ def test_port_in_use_stops_startup_with_exit_4(server, tmp_path):
     assert "--port=0" in result.stderr
 
 
-def test_sigterm_closes_the_grpc_port(tmp_path):
-    """SIGTERM: exit 0 and the gRPC port is released (the server stops in the worker)."""
-    write_dense_savedmodel(tmp_path / "models" / "solo" / "1", 2, seed=3)
-    write_models_config(tmp_path / "models" / "models.config", {"solo": ""})
+def test_sigterm_lets_a_call_in_flight_finish_then_frees_the_port(tmp_path):
+    """SIGTERM: new gRPC calls are refused at once, a call already running gets the grace
+    period and its answer, the process exits 0 and the port is free again. The "spin" model
+    lets the request choose its cost, so "in flight" holds on any machine."""
+    write_spin_savedmodel(tmp_path / "models" / "spin" / "1")
+    write_models_config(tmp_path / "models" / "models.config", {"spin": ""})
     grpc_port = free_port()
     process = start_graph_service(
         tmp_path / "models" / "models.config", tmp_path / "logs", extra_args=[f"--port={grpc_port}"]
     )
+    address = f"127.0.0.1:{grpc_port}"
+
+    def spin(stub, iterations: int):
+        request = predict_request("spin", {"iterations": np.array([iterations], np.int32)})
+        return stub.Predict(request, timeout=60)
+
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as chan:
+        with grpc.insecure_channel(address) as chan:
             stub = prediction_service_pb2_grpc.PredictionServiceStub(chan)
-            result = stub.Predict(
-                predict_request("solo", {"x": np.array([[1.0, 2.0]], np.float32)}), timeout=TIMEOUT
-            )
-            np.testing.assert_allclose(
-                tf.make_ndarray(result.outputs["score"]),
-                dense_reference(np.array([[1.0, 2.0]]), seed=3),
-                rtol=1e-5,
-            )
+            spin(stub, 1)  # warm up: the first call pays a one-time graph optimisation
+            started = time.monotonic()
+            spin(stub, 200)
+            per_iteration = (time.monotonic() - started) / 200
+            # About 2 s of work: well inside the 5 s grace, well past the SIGTERM below.
+            iterations = int(min(max(2.0 / per_iteration, 200), 50_000))
+            with ThreadPoolExecutor(1) as pool:
+                in_flight = pool.submit(spin, stub, iterations)
+                time.sleep(0.5)
+                assert not in_flight.done()
+                process.process.send_signal(signal.SIGTERM)
+                time.sleep(0.3)
+                with grpc.insecure_channel(address) as late_chan:
+                    late = prediction_service_pb2_grpc.PredictionServiceStub(late_chan)
+                    with pytest.raises(grpc.RpcError) as refused:
+                        spin(late, 1)
+                    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+                answer = in_flight.result(timeout=60)
+        assert list(answer.outputs["iterations_run"].int_val) == [iterations]
     finally:
         code = process.stop()
     assert code == 0, process.log()
-    assert "gRPC API (PredictionService, ModelService) on 0.0.0.0:" in process.log()
+    assert "gRPC server stopping" in process.log()
     with socket.socket() as sock:
-        sock.bind(("0.0.0.0", grpc_port))  # free again: raises OSError if still held
+        # Nobody listens any more (SO_REUSEADDR only tolerates the closed connections'
+        # TIME_WAIT, as a restarted server would): raises OSError if still held.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("0.0.0.0", grpc_port))
+        sock.listen()
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        (["--port=70000"], "--port 70000: use a port between 1 and 65535, or 0 for no gRPC"),
+        (["--port=8501", "--rest_api_port=8501"], "give gRPC its own port"),
+        (["--grpc_max_threads=0"], "--grpc_max_threads must be at least 1"),
+    ],
+)
+def test_bad_port_flags_exit_2_with_one_line(tmp_path, capsys, flags, fragment):
+    (tmp_path / "models.config").write_text(
+        'model_config_list { config { name: "m" base_path: "/models/m" } }'
+    )
+    assert main([f"--model_config_file={tmp_path / 'models.config'}", *flags]) == 2
+    assert fragment in capsys.readouterr().err
+
+
+def test_port_defaults_to_8500_and_zero_turns_grpc_off(tmp_path):
+    """tensorflow_model_server's --port (8500 by convention); --port=0 is our REST-only switch."""
+    write_dense_savedmodel(tmp_path / "m" / "1", 2)
+    parser = build_parser()
+    single = ["--model_name=m", f"--model_base_path={tmp_path / 'm'}"]
+    assert settings_from_args(parser.parse_args(single)).grpc_port == 8500
+    off = settings_from_args(parser.parse_args([*single, "--port=0"]))
+    assert off.grpc_port == 0
+    service = build_service(replace(off, file_system_poll_wait_seconds=0))
+    try:
+        assert service.grpc is None
+    finally:
+        service.close()
+    assert "--port" in parser.format_help()
