@@ -21,8 +21,10 @@ EPILOG = """examples:
   graph-service --model_name=credit --model_base_path=models/credit --port=0   # REST only
   curl localhost:8501/v1/models/credit
   curl -d '{"instances": [[0.1, 0.2]]}' localhost:8501/v1/models/credit:predict
+  gRPC on localhost:8500: tensorflow-serving-api's PredictionServiceStub / ModelServiceStub
 
 exit codes: 0 stopped cleanly, 2 bad flags or models.config, 4 no loadable model version
+            or the gRPC --port already taken
 """
 
 
