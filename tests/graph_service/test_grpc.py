@@ -9,10 +9,12 @@ predict_util.cc; shared doc = shared/docs/tf-serving-rest.md (gRPC section).
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -74,7 +76,11 @@ def server(tmp_path_factory, toolbox_savedmodel_versions):
     write_dense_savedmodel(models / "dense" / "1", 4)
     write_dense_savedmodel(models / "spare" / "1", 4, seed=7)
     write_broken_version(models / "bad" / "1")
-    write_models_config(models / "models.config", {"tool": TOOL_POLICY, "dense": ""})
+    write_dense_savedmodel(models / "credit" / "1", 3)  # the README's client example
+    credit = '    version_labels { key: "stable" value: 1 }\n'
+    write_models_config(
+        models / "models.config", {"tool": TOOL_POLICY, "dense": "", "credit": credit}
+    )
     grpc_port = free_port()
     process = start_graph_service(
         models / "models.config",
@@ -460,6 +466,8 @@ def reload_request(
             config.model_version_policy.all.SetInParent()
             config.version_labels["stable"] = 1
             config.version_labels["canary"] = 2
+        elif policy == "stable":
+            config.version_labels["stable"] = 1
     return request
 
 
@@ -467,7 +475,7 @@ def test_handle_reload_config_request(server, predictions, models):
     """model_service.proto HandleReloadConfigRequest: the new ModelServerConfig is served
     once the call returns; a model that cannot load answers UNKNOWN ("did not become
     available", as ServerCore does) and requests to it then answer FAILED_PRECONDITION."""
-    keep = {"tool": "all", "dense": ""}
+    keep = {"tool": "all", "dense": "", "credit": "stable"}
     try:
         answer = models.HandleReloadConfigRequest(
             reload_request(server.models, {**keep, "spare": ""}), timeout=120
@@ -507,6 +515,26 @@ def test_handle_reload_config_request(server, predictions, models):
 
 
 # ----------------------------------------------------------------------------- process
+
+
+def test_readme_client_example_runs(server):
+    """The README's gRPC client, run as written (only the port changed) in its own process."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    snippet = readme.split("### gRPC", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    port = server.grpc_address.rsplit(":", 1)[1]
+    result = subprocess.run(
+        [sys.executable, "-c", snippet.replace("localhost:8500", f"localhost:{port}")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    expected = dense_reference(np.array([[0.1, 0.2, 0.3]]))[0, 0]
+    version, printed = result.stdout.split(" ", 1)
+    assert version == "1"  # the label "stable" resolved to version 1
+    match = re.fullmatch(r"\{'score': array\(\[\[([0-9.e+-]+)\]\], dtype=float32\)\}\n", printed)
+    assert match, result.stdout
+    assert float(match.group(1)) == pytest.approx(expected, rel=1e-5)
 
 
 def test_port_in_use_stops_startup_with_exit_4(server, tmp_path):
