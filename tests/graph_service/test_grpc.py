@@ -558,6 +558,19 @@ def test_port_in_use_stops_startup_with_exit_4(server, tmp_path):
     assert "--port=0" in result.stderr
 
 
+def wait_for_refusal(address: str, call, timeout: float = 3.0) -> grpc.StatusCode | None:
+    """Call on fresh channels until the server refuses (the signal takes a moment to land)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with grpc.insecure_channel(address) as chan:
+            try:
+                call(prediction_service_pb2_grpc.PredictionServiceStub(chan))
+            except grpc.RpcError as exc:
+                return exc.code()
+        time.sleep(0.05)
+    return None
+
+
 def test_sigterm_lets_a_call_in_flight_finish_then_frees_the_port(tmp_path):
     """SIGTERM: new gRPC calls are refused at once, a call already running gets the grace
     period and its answer, the process exits 0 and the port is free again. The "spin" model
@@ -588,12 +601,9 @@ def test_sigterm_lets_a_call_in_flight_finish_then_frees_the_port(tmp_path):
                 time.sleep(0.5)
                 assert not in_flight.done()
                 process.process.send_signal(signal.SIGTERM)
-                time.sleep(0.3)
-                with grpc.insecure_channel(address) as late_chan:
-                    late = prediction_service_pb2_grpc.PredictionServiceStub(late_chan)
-                    with pytest.raises(grpc.RpcError) as refused:
-                        spin(late, 1)
-                    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+                refused = wait_for_refusal(address, lambda stub: spin(stub, 1))
+                assert refused == grpc.StatusCode.UNAVAILABLE
+                assert not in_flight.done()  # refused while the earlier call still runs
                 answer = in_flight.result(timeout=60)
         assert list(answer.outputs["iterations_run"].int_val) == [iterations]
     finally:
