@@ -4,8 +4,17 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Benchmark-only environment: kserve (the KServe peer) and locust; kept apart from .venv
+# because kserve pins protobuf and pandas below the kit's.
+BENCH_VENV  := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+# make loadtest URL=http://127.0.0.1:5000 BODY=examples/credit/requests/one_applicant.json
+USERS    ?= 16
+DURATION ?= 30s
+PIPELINE ?=
+OUT      ?= run/loadtest
 
-.PHONY: help install test lint format up demo bench bench-graph bench-logic clean
+.PHONY: help install test lint format up demo bench bench-graph bench-logic bench-venv loadtest clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -44,10 +53,28 @@ demo: $(STAMP)  ## the same start, a few scored requests printed, then stop
 bench-graph: $(STAMP)  ## graph service :predict latency/throughput vs in-process
 	$(BIN)/python benchmarks/bench_graph.py
 
-bench-logic: $(STAMP)  ## /get_score latency/throughput vs graph call alone and the plain Flask recipe
-	$(BIN)/python benchmarks/bench_logic.py
+$(BENCH_STAMP): requirements-bench.txt
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run 'make PYTHON=/path/to/python3.11'"; exit 2; }
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet -r requirements-bench.txt
+	@touch $@
+
+bench-venv: $(BENCH_STAMP)  ## .venv-bench: kserve + locust, for bench-logic and loadtest only
+
+bench-logic: $(STAMP) $(BENCH_STAMP)  ## graph alone, kit, Flask recipe, KServe: table, targets, plots
+	$(BIN)/python benchmarks/bench_logic.py --bench-python $(BENCH_VENV)/bin/python
+
+loadtest: $(BENCH_STAMP)  ## locust, headless: make loadtest URL=http://127.0.0.1:5000 BODY=req.json
+	@test -n "$(URL)" -a -n "$(BODY)" || { echo "usage: make loadtest URL=http://127.0.0.1:5000 BODY=examples/credit/requests/one_applicant.json [PIPELINE=credit USERS=16 DURATION=30s OUT=run/loadtest]"; exit 2; }
+	@mkdir -p $(OUT)
+	$(BENCH_VENV)/bin/locust -f benchmarks/locustfile.py --headless --host $(URL) \
+		--users $(USERS) --spawn-rate $(USERS) --run-time $(DURATION) --stop-timeout 10 \
+		--body $(BODY) $(if $(PIPELINE),--pipeline $(PIPELINE)) \
+		--csv $(OUT)/locust --html $(OUT)/report.html --only-summary
+	@echo "report: $(OUT)/report.html, CSV: $(OUT)/locust_*.csv"
 
 bench: bench-graph bench-logic  ## every benchmark
 
 clean:  ## remove the environment and build leftovers
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info build
+	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .ruff_cache *.egg-info build

@@ -1,33 +1,61 @@
-"""Logic-tier benchmark: /get_score latency and throughput next to the graph call alone and
-the plain Flask recipe, on the same fitted artifacts and the same graph tier.
+"""Logic-tier benchmark: the kit beside its peers, one run, same machine, same graph tier.
 
-Starts real processes on free ports (graph-service, logic-service under gunicorn, and the
-recipe app under the same gunicorn worker layout), drives each with concurrent clients,
-prints one table, stops everything. Run: `make bench-logic` (or with --help for knobs).
+Four servers on the same fitted transformer and the same graph-service model, 1-row and
+20-row bodies:
+  graph   the graph tier alone, fed precomputed features (the floor)
+  kit     the kit's logic tier (logic-service under gunicorn, its shipped defaults)
+  recipe  the plain Flask recipe (pandas, the transformer, requests.post per call,
+          json.dumps) under gunicorn with the kit's worker layout
+  kserve  a KServe v1 transformer (kserve.Model: preprocess applies the transformer, the
+          predictor is the same graph tier), run by kserve's ModelServer from .venv-bench
+For each: serial p50/p99 (one client), throughput with 16 clients, and the CPU seconds the
+server's whole process tree burnt per request during the throughput phase (psutil), plus the
+graph tier's and the load generator's own CPU. The load generator (benchmarks/loadgen.py) is a
+separate process with http.client keep-alive threads. Every phase is bounded in count and
+time; only 127.0.0.1 is spoken to. Prints a markdown table and issue 12's three target ratios
+and writes both, with plots, into benchmarks/results/. Run: `make bench-logic`.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import os
-import statistics
+import subprocess
 import sys
 import tempfile
 import textwrap
-import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import psutil
 import requests
 
-ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
+
+from bench_report import (  # noqa: E402
+    GRAPH,
+    KIT,
+    KSERVE,
+    LABELS,
+    RECIPE,
+    Measurement,
+    markdown_table,
+    targets,
+    write_markdown,
+    write_plots,
+)
 
 from tests.fixtures.savedmodels import start_graph_service, write_dense_savedmodel  # noqa: E402
 from tests.fixtures.servers import ServerProcess, free_port, script, start_server  # noqa: E402
 from tests.fixtures.sklearn_artifacts import _build, credit_records  # noqa: E402
+
+MODEL = "credit"
+DEFAULT_BENCH_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
 
 # The recipe as tutorials write it: globals, pandas, transformer, a fresh requests.post per
 # call with row-format JSON built by json.dumps, json.dumps on the way out.
@@ -57,168 +85,425 @@ def get_score():
 """
 
 
-def _run(
-    call: Callable[[requests.Session], requests.Response], total: int, concurrency: int
-) -> tuple[list[float], float]:
-    """Latencies (s) of `total` calls over `concurrency` threads, and the wall time."""
-    latencies: list[float] = []
+def kit_layout() -> tuple[int, int]:
+    """The kit's default gunicorn workers x threads, read from its own gunicorn.conf.py."""
+    probe = (
+        "import os, runpy, sys, tempfile\n"
+        "with tempfile.TemporaryDirectory() as metrics:\n"
+        "    os.environ['PROMETHEUS_MULTIPROC_DIR'] = metrics\n"
+        "    conf = runpy.run_path(sys.argv[1])\n"
+        "print(conf['workers'], conf['threads'])\n"
+    )
+    conf = ROOT / "logic_service" / "gunicorn.conf.py"
+    env = {k: v for k, v in os.environ.items() if k not in ("LOGIC_WORKERS", "LOGIC_THREADS")}
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(conf)], capture_output=True, text=True, env=env
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"could not read {conf}: {out.stderr.strip()}")
+    workers, threads = out.stdout.split()
+    return int(workers), int(threads)
 
-    def worker(count: int) -> list[float]:
-        mine = []
-        with requests.Session() as session:
-            call(session)  # warm the connection and the server's code paths
-            for _ in range(count):
-                start = time.perf_counter()
-                response = call(session)
-                mine.append(time.perf_counter() - start)
-                if response.status_code != 200:
-                    raise RuntimeError(f"{response.status_code}: {response.text[:300]}")
-        return mine
 
-    shares = [total // concurrency + (i < total % concurrency) for i in range(concurrency)]
-    started = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        for chunk in pool.map(worker, shares):
-            latencies.extend(chunk)
-    return latencies, time.perf_counter() - started
+def measured_tree() -> str:
+    """Which code was measured: branch @ commit, flagged when the tree has local changes."""
+
+    def git(*argv: str) -> str:
+        out = subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True)
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return "tree: not a git checkout"
+    dirty = (
+        ", with uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else ""
+    )
+    return f"tree: {git('rev-parse', '--abbrev-ref', 'HEAD')} @ {commit}{dirty}"
+
+
+def tree_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process and all its descendants, now."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def drive(
+    url: str,
+    body: Path,
+    *,
+    concurrency: int,
+    count: int,
+    seconds: float,
+    trees: dict[str, int],
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """One bounded phase by benchmarks/loadgen.py; its result and each tree's CPU seconds."""
+    argv = [
+        sys.executable,
+        str(HERE / "loadgen.py"),
+        f"--url={url}",
+        f"--body-file={body}",
+        f"--concurrency={concurrency}",
+        f"--requests={count}",
+        f"--seconds={seconds}",
+        "--handshake",
+    ]
+    with subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        assert process.stdin and process.stdout and process.stderr
+        if not process.stdout.readline():
+            raise RuntimeError(f"load generator failed: {process.stderr.read()}")
+        before = {name: tree_cpu(pid) for name, pid in trees.items()}
+        process.stdin.write("go\n")
+        process.stdin.flush()
+        line = process.stdout.readline()
+        after = {name: tree_cpu(pid) for name, pid in trees.items()}
+        process.wait(60)
+        if not line:
+            raise RuntimeError(f"load generator failed: {process.stderr.read()}")
+    return json.loads(line), {name: after[name] - before[name] for name in trees}
+
+
+def scores(server: str, answer: dict[str, Any]) -> np.ndarray:
+    """The scores inside each server's own response shape."""
+    key = {GRAPH: "outputs", KIT: "data", RECIPE: "data", KSERVE: "predictions"}[server]
+    return np.asarray(answer[key], dtype=float).ravel()
+
+
+def check_parity(urls: dict[str, str], bodies: dict[str, Path]) -> float:
+    """Every server must return the graph tier's scores for the same records (else: exit)."""
+    results = {}
+    for server, url in urls.items():
+        response = requests.post(
+            url,
+            data=bodies[server].read_bytes(),
+            headers={"Content-Type": "application/json"},
+            timeout=60,
+        )
+        if response.status_code != 200:
+            raise RuntimeError(f"{server}: HTTP {response.status_code}: {response.text[:300]}")
+        results[server] = scores(server, response.json())
+    reference = results[GRAPH]
+    worst = 0.0
+    for server, values in results.items():
+        if values.shape != reference.shape or not np.allclose(values, reference, atol=1e-5):
+            raise RuntimeError(
+                f"{server} answers {values[:5]}... where the graph tier answers {reference[:5]}...: "
+                "the servers do not compute the same thing, so their figures would not compare"
+            )
+        worst = max(worst, float(np.max(np.abs(values - reference))))
+    return worst
+
+
+def print_preprocess_table() -> None:
+    """Hook for benchmarks/bench_preprocess.py (per-pipeline preprocess p50, sklearn vs
+    compiled), which arrives with the compiled-pipelines work; its main() prints the table."""
+    try:
+        import bench_preprocess
+    except ModuleNotFoundError as exc:
+        if exc.name != "bench_preprocess":
+            raise
+        print(
+            "\npreprocess table: not printed: benchmarks/bench_preprocess.py is not in this tree "
+            "(it comes with the compiled-pipelines work)."
+        )
+        return
+    entry = getattr(bench_preprocess, "main", None)
+    if entry is None:
+        print(
+            "\npreprocess table: not printed: benchmarks/bench_preprocess.py has no main(argv) "
+            "for this hook to call."
+        )
+        return
+    print("\npreprocess p50 per pipeline (benchmarks/bench_preprocess.py):", flush=True)
+    entry([])
+
+
+def start_servers(
+    work: Path, workers: int, threads: int, bench_python: Path | None
+) -> tuple[dict[str, ServerProcess], Any]:
+    """Artifacts, the graph model and every server under test; returns them by name."""
+    servers: dict[str, ServerProcess] = {}
+    artifacts = _build(work / "artifacts")
+    transformer = artifacts.root / "credit" / "transformer.pkl"
+    width = artifacts.credit_features(credit_records(1)).shape[1]
+    write_dense_savedmodel(work / "models" / MODEL / "1", width)
+    (work / "models" / "models.config").write_text(
+        f'model_config_list {{\n  config {{\n    name: "{MODEL}"\n'
+        f'    base_path: "/models/{MODEL}"\n    model_platform: "tensorflow"\n  }}\n}}\n'
+    )
+    print("starting graph-service ...", flush=True)
+    try:
+        graph = servers[GRAPH] = start_graph_service(
+            work / "models" / "models.config", work / "logs"
+        )
+        config = artifacts.write_config(
+            "bench.yaml",
+            {
+                "default": MODEL,
+                "pipelines": {
+                    MODEL: {"transformer": "credit/transformer.pkl", "graph_model": MODEL}
+                },
+            },
+        )
+        print("starting logic-service (the kit) ...", flush=True)
+        port = free_port()
+        servers[KIT] = start_server(
+            [script("logic-service"), "--config", str(config), "--bind", f"127.0.0.1:{port}"],
+            port,
+            work / "logs" / "logic.log",
+            ready_path="/ready",
+            ready_status=(200,),
+            env={
+                "GRAPH_SERVICE_URL": graph.url,
+                "LOGIC_WORKERS": str(workers),
+                "LOGIC_THREADS": str(threads),
+            },
+        )
+        print("starting the plain Flask recipe ...", flush=True)
+        (work / "recipe_app.py").write_text(
+            textwrap.dedent(RECIPE_APP.format(transformer=transformer, graph=graph.url))
+        )
+        port = free_port()
+        servers[RECIPE] = start_server(
+            [
+                script("gunicorn"),
+                f"--bind=127.0.0.1:{port}",
+                "--worker-class=gthread",
+                f"--workers={workers}",
+                f"--threads={threads}",
+                "--no-control-socket",
+                "recipe_app:app",
+            ],
+            port,
+            work / "logs" / "recipe.log",
+            cwd=work,
+        )
+        if bench_python is not None:
+            kserve = start_kserve(work, bench_python, transformer, graph, workers)
+            if kserve is not None:
+                servers[KSERVE] = kserve
+    except BaseException:
+        for server in reversed(servers.values()):
+            server.stop()
+        raise
+    return servers, artifacts
+
+
+def start_kserve(
+    work: Path, bench_python: Path, transformer: Path, graph: ServerProcess, workers: int
+) -> ServerProcess | None:
+    """The KServe peer, or None (said loudly) when it does not come up: the kit's own
+    targets do not depend on it, so the rest of the run still reports."""
+    print("starting the KServe transformer ...", flush=True)
+    port = free_port()
+    try:
+        return start_server(
+            [
+                str(bench_python),
+                str(HERE / "kserve_transformer.py"),
+                f"--transformer={transformer}",
+                f"--model_name={MODEL}",
+                f"--predictor_host=127.0.0.1:{graph.port}",
+                f"--http_port={port}",
+                f"--workers={workers}",
+            ],
+            port,
+            work / "logs" / "kserve.log",
+            ready_path=f"/v1/models/{MODEL}",
+            ready_status=(200,),
+            timeout=180,
+            # kserve must not see the kit's tree or venv on its path.
+            env={"PYTHONPATH": "", "VIRTUAL_ENV": ""},
+        )
+    except RuntimeError as exc:
+        tail = "\n".join(str(exc).splitlines()[-15:])
+        print(f"KServe peer NOT RUN: it did not come up; the table lacks it.\n{tail}", flush=True)
+        return None
+
+
+def write_bodies(work: Path, artifacts: Any, rows: int) -> dict[str, Path]:
+    records = credit_records(rows, seed=rows)
+    features = artifacts.credit_features(records).astype(np.float32).tolist()
+    documents = {
+        GRAPH: {"signature_name": "serving_default", "inputs": {"x": features}},
+        KIT: {"data": records},
+        RECIPE: {"data": records},
+        KSERVE: {"instances": records},
+    }
+    paths = {}
+    for server, document in documents.items():
+        paths[server] = work / f"body-{server}-{rows}.json"
+        paths[server].write_text(json.dumps(document))
+    return paths
 
 
 def measure(
-    call: Callable[[requests.Session], requests.Response], total: int, concurrency: int
-) -> tuple[float, float, float]:
-    """p50 and p99 ms one request at a time (latency), requests/s with `concurrency` clients."""
-    latencies, _ = _run(call, total, 1)
-    latencies.sort()
-    p99 = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))]
-    _, wall = _run(call, total, concurrency)
-    return statistics.median(latencies) * 1000, p99 * 1000, total / wall
+    name: str,
+    server: ServerProcess,
+    *,
+    graph: ServerProcess,
+    url: str,
+    body: Path,
+    rows: int,
+    args: argparse.Namespace,
+) -> Measurement:
+    """A serial phase (latency), then a load phase (throughput, CPU per request)."""
+    serial, _ = drive(
+        url, body, concurrency=1, count=args.serial_requests, seconds=args.serial_seconds, trees={}
+    )
+    load, cpu = drive(
+        url,
+        body,
+        concurrency=args.concurrency,
+        count=args.load_requests,
+        seconds=args.load_seconds,
+        trees={"server": server.process.pid, "graph": graph.process.pid},
+    )
+    answered = max(1, len(load["latencies"]))
+    failed = 0
+    for phase in (serial, load):
+        failed += sum(n for status, n in phase["statuses"].items() if status != "200")
+        for error in phase["errors"]:
+            print(f"  {name}: {error}", flush=True)
+    measurement = Measurement(
+        server=name,
+        rows=rows,
+        serial_ms=[s * 1000 for s in serial["latencies"]],
+        throughput=len(load["latencies"]) / load["wall"],
+        server_cpu_ms=cpu["server"] / answered * 1000,
+        graph_cpu_ms=None if name == GRAPH else cpu["graph"] / answered * 1000,
+        client_cpu_ms=load["cpu"] / answered * 1000,
+        requests=len(load["latencies"]),
+        errors=failed,
+    )
+    print(
+        f"  {LABELS[name]}, {rows} row(s): p50 {measurement.p50:.2f} ms, "
+        f"{measurement.throughput:.0f} req/s, {measurement.server_cpu_ms:.2f} ms CPU/req, "
+        f"{failed} errors",
+        flush=True,
+    )
+    return measurement
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=300, help="requests per scenario and phase")
-    parser.add_argument("--concurrency", type=int, default=4, help="client threads")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (both apps)")
-    parser.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker")
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="Figures: serial p50/p99 from one client; req/s and CPU ms per request from the "
+        "throughput phase. CPU per request is the figure that survives a noisy machine.",
+    )
+    parser.add_argument("--rows", type=int, nargs="+", default=[1, 20], help="body sizes (1 20)")
+    parser.add_argument("--serial-requests", type=int, default=300, help="serial phase: at most N")
+    parser.add_argument(
+        "--serial-seconds", type=float, default=15, help="serial phase: at most S s"
+    )
+    parser.add_argument("--load-requests", type=int, default=20000, help="load phase: at most N")
+    parser.add_argument("--load-seconds", type=float, default=10, help="load phase: at most S s")
+    parser.add_argument("--concurrency", type=int, default=16, help="load phase clients (16)")
+    parser.add_argument(
+        "--bench-python",
+        type=Path,
+        default=DEFAULT_BENCH_PYTHON,
+        help="python of the benchmark venv with kserve (make bench-venv creates .venv-bench)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=HERE / "results", help="where the table and plots go"
+    )
+    parser.add_argument(
+        "--no-preprocess", action="store_true", help="skip the preprocess-p50 table hook"
+    )
     args = parser.parse_args(argv)
 
-    children: list[ServerProcess] = []
+    bench_python: Path | None = args.bench_python
+    if not bench_python.exists():
+        print(
+            f"KServe peer not run: {bench_python} does not exist; `make bench-venv` creates "
+            ".venv-bench (kserve, locust) and `make bench-logic` does so by itself.",
+            flush=True,
+        )
+        bench_python = None
+    workers, threads = kit_layout()
+    load_before = os.getloadavg()
+    results: list[Measurement] = []
     with tempfile.TemporaryDirectory(prefix="bench-logic-") as tmp:
         work = Path(tmp)
+        servers, artifacts = start_servers(work, workers, threads, bench_python)
         try:
-            artifacts = _build(work / "artifacts")
-            width = artifacts.credit_features(credit_records(1)).shape[1]
-            write_dense_savedmodel(work / "models" / "credit" / "1", width)
-            (work / "models" / "models.config").write_text(
-                'model_config_list {\n  config {\n    name: "credit"\n'
-                '    base_path: "/models/credit"\n    model_platform: "tensorflow"\n  }\n}\n'
-            )
-            print("starting graph-service ...", flush=True)
-            graph = start_graph_service(work / "models" / "models.config", work / "logs")
-            children.append(graph)
-            config = artifacts.write_config(
-                "bench.yaml",
-                {
-                    "default": "credit",
-                    "pipelines": {
-                        "credit": {
-                            "transformer": "credit/transformer.pkl",
-                            "graph_model": "credit",
-                        },
-                        "credit_lr": {
-                            "transformer": "credit/transformer.pkl",
-                            "model": "credit/sk_model.pkl",
-                            "method": "predict_proba",
-                        },
-                    },
-                },
-            )
-            layout = ["--workers", str(args.workers), "--threads", str(args.threads)]
-            port = free_port()
-            logic = start_server(
-                [
-                    script("logic-service"),
-                    "--config",
-                    str(config),
-                    "--bind",
-                    f"127.0.0.1:{port}",
-                    *layout,
-                ],
-                port,
-                work / "logs" / "logic.log",
-                ready_path="/ready",
-                ready_status=(200,),
-                env={"GRAPH_SERVICE_URL": graph.url, "LOGIC_ACCESS_LOG": "/dev/null"},
-            )
-            children.append(logic)
-            (work / "recipe_app.py").write_text(
-                textwrap.dedent(
-                    RECIPE_APP.format(
-                        transformer=artifacts.root / "credit" / "transformer.pkl", graph=graph.url
-                    )
+            graph = servers[GRAPH]
+            paths = {
+                GRAPH: f"/v1/models/{MODEL}:predict",
+                KIT: "/get_score",
+                RECIPE: "/get_score",
+                KSERVE: f"/v1/models/{MODEL}:predict",
+            }
+            urls = {name: server.url + paths[name] for name, server in servers.items()}
+            for rows in args.rows:
+                bodies = write_bodies(work, artifacts, rows)
+                worst = check_parity(urls, bodies)
+                print(
+                    f"parity, {rows}-row body: all {len(urls)} servers return the graph tier's "
+                    f"scores (max |diff| {worst:.1e})",
+                    flush=True,
                 )
-            )
-            port = free_port()
-            recipe = start_server(
-                [
-                    script("gunicorn"),
-                    "--bind",
-                    f"127.0.0.1:{port}",
-                    "--worker-class",
-                    "gthread",
-                    "--no-control-socket",
-                    *layout,
-                    "recipe_app:app",
-                ],
-                port,
-                work / "logs" / "recipe.log",
-                cwd=work,
-            )
-            children.append(recipe)
-
-            rows_table = []
-            for rows in (1, 100):
-                records = credit_records(rows, seed=rows)
-                features = artifacts.credit_features(records).astype(np.float32).tolist()
-                graph_body = {"inputs": {"x": features}}
-                scenarios = {
-                    "graph :predict alone": lambda s, b=graph_body: s.post(
-                        graph.url + "/v1/models/credit:predict", json=b, timeout=60
-                    ),
-                    "logic /get_score (graph tier)": lambda s, r=records: s.post(
-                        logic.url + "/get_score", json={"data": r}, timeout=60
-                    ),
-                    "logic /get_score (in-process sklearn)": lambda s, r=records: s.post(
-                        logic.url + "/get_score", json={"model": "credit_lr", "data": r}, timeout=60
-                    ),
-                    "plain Flask recipe (graph tier)": lambda s, r=records: s.post(
-                        recipe.url + "/get_score", json={"data": r}, timeout=60
-                    ),
-                }
-                baseline = None
-                for name, call in scenarios.items():
-                    p50, p99, rate = measure(call, args.requests, args.concurrency)
-                    baseline = baseline or p50
-                    rows_table.append((name, rows, p50, p99, rate, p50 / baseline))
-                    print(f"  measured {name} x{rows}", flush=True)
+                for name, server in servers.items():
+                    results.append(
+                        measure(
+                            name,
+                            server,
+                            graph=graph,
+                            url=urls[name],
+                            body=bodies[name],
+                            rows=rows,
+                            args=args,
+                        )
+                    )
         finally:
-            for child in reversed(children):
-                child.stop()
+            for server in reversed(servers.values()):
+                server.stop()
 
-    print()
-    print(
-        f"/get_score benchmark: {args.requests} requests per row; p50/p99 one request at a "
-        f"time, req/s with {args.concurrency} client threads; gunicorn {args.workers} workers x "
-        f"{args.threads} threads; {width}-feature dense model; {os.cpu_count()} CPUs"
-    )
+    load_after = os.getloadavg()
     header = (
-        f"{'scenario':<40} {'rows':>5} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'p50 / graph':>12}"
+        f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, {measured_tree()}, "
+        f"{os.cpu_count()} CPUs, "
+        f"load average {load_before[0]:.1f} before / {load_after[0]:.1f} after. "
+        f"gunicorn {workers} workers x {threads} threads (kit and recipe; KServe {workers} "
+        f"uvicorn workers); graph-service with its defaults; {width_note(artifacts)}. "
+        f"Serial: 1 client, up to {args.serial_requests} requests; load: {args.concurrency} "
+        f"keep-alive clients for up to {args.load_seconds:g} s. CPU ms/req: CPU seconds of the "
+        "process tree (master + workers) during the load phase / answered requests."
     )
+    goals = targets(results)
+    print()
     print(header)
-    print("-" * len(header))
-    for name, rows, p50, p99, rate, ratio in rows_table:
-        print(f"{name:<40} {rows:>5} {p50:>8.2f} {p99:>8.2f} {rate:>8.1f} {ratio:>11.2f}x")
-    return 0
+    print()
+    print(markdown_table(results))
+    print()
+    print("Targets (issue 12, 1-row bodies):")
+    for goal in goals:
+        print(goal.line())
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_markdown(args.out / "bench_logic.md", results, goals, header)
+    plots = write_plots(args.out, results)
+    print(f"\nwrote {args.out / 'bench_logic.md'}, " + ", ".join(str(p) for p in plots))
+    if not args.no_preprocess:
+        print_preprocess_table()
+    return 1 if any(m.errors for m in results) else 0
+
+
+def width_note(artifacts: Any) -> str:
+    width = artifacts.credit_features(credit_records(1)).shape[1]
+    return f"{width}-feature dense model (credit fixtures: imputer, scaler, one-hot)"
 
 
 if __name__ == "__main__":

@@ -2,17 +2,19 @@
 
 `create_app` takes a registry and settings and returns a WSGI callable; it loads nothing
 itself. Every failure, ours or werkzeug's, leaves through `errors.status_and_body` as
-`{"error": ...}` JSON.
+`{"error": ...}` JSON. Besides TF Serving's /v1/ paths it answers
+GET /monitoring/prometheus/metrics (TF Serving's path for its Prometheus exporter) and
+GET /monitoring/config (the config watcher's state and the last error it survived).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
-from concurrent.futures import Executor
+from collections.abc import Callable, Iterable
 from typing import Any
 
+import orjson
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter, Map, Rule
 from werkzeug.wrappers import Request, Response
@@ -20,16 +22,21 @@ from werkzeug.wrappers import Request, Response
 from graph_service.errors import (
     InvalidArgumentError,
     NotFoundError,
+    ServingError,
     status_and_body,
 )
 from graph_service.handlers import Handlers
+from graph_service.metrics import Metrics
+from graph_service.pools import ModelPools, default_limit
 from graph_service.registry import ModelRegistry
 from graph_service.request_body import read_body
 from graph_service.settings import Settings
+from tfs_protocol.errors import CodecError
 
 logger = logging.getLogger(__name__)
 
 JSON = "application/json"
+PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 MAX_VERSION = 2**63 - 1  # versions are int64 in TF Serving
 
 
@@ -54,6 +61,8 @@ def _url_map() -> Map:
         rules.append(Rule(prefix, endpoint="status", methods=["GET"]))
         rules.append(Rule(prefix + "/metadata", endpoint="metadata", methods=["GET"]))
         rules.append(Rule(prefix + ":<verb:verb>", endpoint="verb", methods=["POST"]))
+    rules.append(Rule("/monitoring/prometheus/metrics", endpoint="metrics", methods=["GET"]))
+    rules.append(Rule("/monitoring/config", endpoint="config", methods=["GET"]))
     return Map(
         rules,
         converters={"seg": SegmentConverter, "verb": VerbConverter},
@@ -65,19 +74,28 @@ def _url_map() -> Map:
 class GraphServiceApp:
     """TF Serving's REST API over a model registry."""
 
-    def __init__(self, handlers: Handlers, settings: Settings) -> None:
+    def __init__(
+        self,
+        handlers: Handlers,
+        settings: Settings,
+        metrics: Metrics,
+        config_status: Callable[[], dict] = dict,
+    ) -> None:
         self._handlers = handlers
         self._settings = settings
+        self._metrics = metrics
+        self._config_status = config_status
         self._url_map = _url_map()
 
     def __call__(self, environ: dict, start_response: Any) -> Iterable[bytes]:
         request = Request(environ)
         started = time.perf_counter()
+        content_type = JSON
         try:
-            status, body = 200, self._dispatch(request)
+            status, body, content_type = 200, *self._dispatch(request, started)
         except Exception as exc:
             status, body = status_and_body(exc)
-        response = Response(body, status=status, content_type=JSON)
+        response = Response(body, status=status, content_type=content_type)
         logger.debug(
             "%s %s %d %.1fms",
             request.method,
@@ -87,7 +105,7 @@ class GraphServiceApp:
         )
         return response(environ, start_response)
 
-    def _dispatch(self, request: Request) -> bytes:
+    def _dispatch(self, request: Request, started: float) -> tuple[bytes, str]:
         adapter = self._url_map.bind_to_environ(request.environ)
         try:
             endpoint, args = adapter.match()
@@ -103,20 +121,48 @@ class GraphServiceApp:
                 f"No such path: {request.method} {request.path}; TF Serving's REST API is "
                 "under /v1/models/NAME"
             ) from None
+        if endpoint == "metrics":
+            return self._metrics.render(), PROMETHEUS
+        if endpoint == "config":
+            return orjson.dumps(self._config_status()), JSON
         name, version, label = args["name"], args.get("version"), args.get("label")
         if version is not None and version > MAX_VERSION:
             raise InvalidArgumentError(f"Failed to convert version: {version} to numeric.")
         if endpoint == "status":
-            return self._handlers.status(name, version, label)
+            return self._handlers.status(name, version, label), JSON
         if endpoint == "metadata":
-            return self._handlers.metadata(name, version, label)
-        verb = getattr(self._handlers, args["verb"])
-        return verb(read_body(request, self._settings.max_body_bytes), name, version, label)
+            return self._handlers.metadata(name, version, label), JSON
+        api = args["verb"]
+        code = "OK"
+        try:
+            body = read_body(request, self._settings.max_body_bytes)
+            return getattr(self._handlers, api)(body, name, version, label), JSON
+        except (ServingError, CodecError) as exc:
+            code = exc.code
+            raise
+        except Exception:
+            code = "UNKNOWN"
+            raise
+        finally:
+            self._metrics.record_request(name, api, code, time.perf_counter() - started)
 
 
 def create_app(
-    registry: ModelRegistry, settings: Settings, executor: Executor | None = None
+    registry: ModelRegistry,
+    settings: Settings,
+    *,
+    pools: ModelPools | None = None,
+    metrics: Metrics | None = None,
+    config_status: Callable[[], dict] = dict,
 ) -> GraphServiceApp:
-    """The WSGI app; `executor` runs model calls so --rest_api_timeout_in_ms can be enforced."""
-    handlers = Handlers(registry, executor, settings.timeout_seconds if executor else None)
-    return GraphServiceApp(handlers, settings)
+    """The WSGI app; per-model call slots and metrics are made here unless given."""
+    if pools is None:
+        limit = settings.model_max_inflight
+
+        def slots() -> int:
+            return limit or default_limit(settings.rest_api_num_threads, len(registry.names()))
+
+        pools = ModelPools(slots)
+    metrics = metrics or Metrics()
+    handlers = Handlers(registry, pools, metrics)
+    return GraphServiceApp(handlers, settings, metrics, config_status)

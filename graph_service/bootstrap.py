@@ -5,16 +5,19 @@ Runs inside the server process that serves requests (the gunicorn worker), never
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from converters.models_config import ModelEntry, ModelsConfig
 from graph_service.app import GraphServiceApp, create_app
+from graph_service.metrics import Metrics
+from graph_service.pools import ModelPools, default_limit
 from graph_service.registry import ModelRegistry
+from graph_service.servable import load_servable
 from graph_service.settings import Settings
 from graph_service.watcher import ConfigWatcher
 
@@ -35,14 +38,18 @@ class Service:
     app: GraphServiceApp
     registry: ModelRegistry
     watcher: ConfigWatcher
-    executor: ThreadPoolExecutor
+    pools: ModelPools
+    metrics: Metrics
     grpc: GrpcServer | None = None
 
-    def close(self) -> None:
+    def close(self, grace: float = 10.0) -> None:
+        """Stop gRPC (calls in flight finish), the watcher, then the model slots and models."""
         if self.grpc is not None:
             self.grpc.stop().wait()
         self.watcher.stop()
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        if not self.pools.close(grace):
+            logger.warning("shutdown: model calls still running after %.0f s", grace)
+        self.registry.close()
 
 
 def model_source(settings: Settings) -> tuple[Path, Callable[[], list[ModelEntry]]]:
@@ -60,6 +67,7 @@ def build_service(settings: Settings) -> Service:
     entries = read_entries()
     registry = ModelRegistry(
         config_dir,
+        loader=functools.partial(load_servable, run_timeout_ms=settings.rest_api_timeout_in_ms),
         allow_labels_for_unavailable=settings.allow_version_labels_for_unavailable_models,
     )
     registry.sync(entries)
@@ -82,19 +90,31 @@ def build_service(settings: Settings) -> Service:
         else 0.0,
         fs_poll_seconds=settings.file_system_poll_wait_seconds,
     )
-    grpc = _start_grpc(settings, registry, watcher)
+    limit = settings.model_max_inflight
+
+    def slots() -> int:
+        return limit or default_limit(settings.rest_api_num_threads, len(registry.names()))
+
+    pools = ModelPools(slots)
+    metrics = Metrics()
+    metrics.bind(watcher.error_counts, pools.inflight)
+    app = create_app(registry, settings, pools=pools, metrics=metrics, config_status=watcher.status)
+    grpc = _start_grpc(settings, registry, watcher, pools, metrics)
     watcher.start()
-    executor = ThreadPoolExecutor(
-        max_workers=settings.rest_api_num_threads, thread_name_prefix="graph-model"
-    )
-    app = create_app(registry, settings, executor if settings.timeout_seconds else None)
-    return Service(app, registry, watcher, executor, grpc)
+    return Service(app, registry, watcher, pools, metrics, grpc)
 
 
 def _start_grpc(
-    settings: Settings, registry: ModelRegistry, watcher: ConfigWatcher
+    settings: Settings,
+    registry: ModelRegistry,
+    watcher: ConfigWatcher,
+    pools: ModelPools,
+    metrics: Metrics,
 ) -> GrpcServer | None:
-    """TF Serving's gRPC API on --port (None when --port=0), created here: after the fork."""
+    """TF Serving's gRPC API on --port (None when --port=0), created here: after the fork.
+
+    It shares REST's per-model slots and metrics, so --model_max_inflight bounds both fronts.
+    """
     if not settings.grpc_port:
         logger.info("gRPC off (--port=0): serving REST only")
         return None
@@ -104,6 +124,8 @@ def _start_grpc(
         return GrpcServer.start(
             registry,
             watcher,
+            pools=pools,
+            metrics=metrics,
             host=settings.rest_api_host,
             port=settings.grpc_port,
             max_threads=settings.grpc_max_threads,

@@ -21,6 +21,8 @@ EPILOG = """examples:
   graph-service --model_name=credit --model_base_path=models/credit --port=0   # REST only
   curl localhost:8501/v1/models/credit
   curl -d '{"instances": [[0.1, 0.2]]}' localhost:8501/v1/models/credit:predict
+  curl localhost:8501/monitoring/prometheus/metrics   # TF Serving's metric names
+  curl localhost:8501/monitoring/config               # config watcher state, last error
   gRPC on localhost:8500: tensorflow-serving-api's PredictionServiceStub / ModelServiceStub
 
 exit codes: 0 stopped cleanly, 2 bad flags or models.config, 4 no loadable model version
@@ -88,6 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=defaults.DEFAULT_MAX_BODY_BYTES,
         help="larger request bodies get 413 (default 64 MiB)",
+    )
+    http.add_argument(
+        "--model_max_inflight",
+        type=int,
+        default=0,
+        help="calls one model may run at once, REST and gRPC together; more get 429 "
+        "(gRPC: RESOURCE_EXHAUSTED) after a 50 ms wait, so a "
+        "stuck model never takes every thread (default 0 = auto: all request threads with "
+        "one model, 3/4 of them with several)",
     )
     grpc = parser.add_argument_group("gRPC server (tensorflow-serving-api clients)")
     grpc.add_argument(
@@ -176,6 +187,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise _usage("--grpc_max_threads must be at least 1")
     if args.rest_api_num_threads < 1:
         raise _usage("--rest_api_num_threads must be at least 1")
+    if args.model_max_inflight < 0:
+        raise _usage("--model_max_inflight must be 0 (auto) or a positive number of calls")
     if args.max_body_bytes < 1:
         raise _usage("--max_body_bytes must be a positive number of bytes")
     return Settings(
@@ -191,6 +204,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         rest_api_timeout_in_ms=args.rest_api_timeout_in_ms,
         rest_api_num_threads=args.rest_api_num_threads,
         max_body_bytes=args.max_body_bytes,
+        model_max_inflight=args.model_max_inflight,
         allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
         log_level=args.log_level,
     )

@@ -13,7 +13,7 @@ import logging
 import orjson
 from werkzeug.exceptions import HTTPException
 
-from graph_service.codecs import CodecError
+from tfs_protocol.errors import CodecError
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from graph_service.codecs import CodecError, _show
+from tfs_protocol.json_codec import CodecError, _is_b64, _show
 
 
 def decode_examples(doc: Mapping[str, Any]) -> np.ndarray:
@@ -57,10 +57,6 @@ def _fill_feature(feature: Any, key: str, value: Any) -> None:
             f"Feature: {key} JSON Value: {_show(value)} must be numbers, strings or "
             '{"b64": ...} values of one kind'
         )
-
-
-def _is_b64(value: Any) -> bool:
-    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
 
 
 def _bytes(value: Any) -> bytes:

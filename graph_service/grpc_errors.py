@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 
 import grpc
 
-from graph_service.codecs import CodecError
 from graph_service.errors import CODE_NAMES, HTTP_STATUS_BY_CODE, ServingError
+from tfs_protocol.errors import CodecError
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,13 @@ def status_code(code: str) -> grpc.StatusCode:
     return grpc.StatusCode[code]
 
 
+def canonical_code(exc: BaseException) -> str:
+    """The canonical code name a failed RPC answers (and the metrics count) for `exc`."""
+    if isinstance(exc, (ServingError, CodecError)):
+        return exc.code
+    return "INTERNAL"
+
+
 def code_and_message(exc: BaseException) -> tuple[str, str]:
     """(canonical code name, message) for any exception raised while answering an RPC."""
     if isinstance(exc, ServingError):
@@ -42,7 +49,7 @@ def code_and_message(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, CodecError):
         return exc.code, str(exc)
     logger.exception("unhandled error while serving a gRPC call")
-    return "INTERNAL", f"Internal error: {type(exc).__name__}: {exc}"
+    return canonical_code(exc), f"Internal error: {type(exc).__name__}: {exc}"
 
 
 def reports_errors(handler: Handler) -> Handler:

@@ -4,14 +4,20 @@ Runs in the gunicorn worker that loaded the models, beside the REST threads: a g
 must be created after the fork, and sharing the process means one copy of every model.
 The servicers subclass tensorflow-serving-api's generated base classes; each method reads
 top to bottom (resolve the servable, decode, run, encode) and every failure goes through
-`grpc_errors`, so one bad call ends that call only. Method names are the proto's (N802).
+`grpc_errors`, so one bad call ends that call only. Model calls take the same per-model
+slots as REST (`handlers.run_model`: RESOURCE_EXHAUSTED when a model's slots are full) and
+are counted in the same metrics with entrypoint "GRPC", under TF Serving's gRPC API names
+(Predict, Classify, Regress; prediction_service_impl.cc). Method names are the proto's (N802).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +37,20 @@ from tensorflow_serving.apis import (
 from converters.errors import ConverterError
 from converters.models_config import ModelsConfig, validate_model_name
 from graph_service import grpc_codec
-from graph_service.codecs import DEFAULT_SIGNATURE
 from graph_service.errors import InvalidArgumentError, NotFoundError, ServingError
-from graph_service.grpc_errors import reports_errors
-from graph_service.handlers import classification_outputs, example_input, regression_outputs
+from graph_service.grpc_errors import canonical_code, reports_errors
+from graph_service.handlers import (
+    classification_outputs,
+    example_input,
+    regression_outputs,
+    run_model,
+)
+from graph_service.metrics import Metrics
+from graph_service.pools import ModelPools
 from graph_service.registry import ModelRegistry
 from graph_service.servable import CLASSIFY_METHOD, REGRESS_METHOD, Servable
 from graph_service.watcher import ConfigWatcher
+from tfs_protocol.constants import DEFAULT_SIGNATURE
 
 logger = logging.getLogger(__name__)
 
@@ -91,47 +104,73 @@ def _load_failure(registry: ModelRegistry, name: str, version: int | None) -> st
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """Predict, Classify, Regress, MultiInference and GetModelMetadata."""
 
-    def __init__(self, registry: ModelRegistry) -> None:
+    def __init__(self, registry: ModelRegistry, pools: ModelPools, metrics: Metrics) -> None:
         self._registry = registry
+        self._pools = pools
+        self._metrics = metrics
+
+    @contextmanager
+    def _counted(self, model: str, api: str) -> Iterator[None]:
+        """request_count and request_latency for one call, whatever code it ends with."""
+        started = time.perf_counter()
+        code = "OK"
+        try:
+            yield
+        except Exception as exc:
+            code = canonical_code(exc)
+            raise
+        finally:
+            seconds = time.perf_counter() - started
+            self._metrics.record_request(model, api, code, seconds, entrypoint="GRPC")
 
     @reports_errors
     def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        servable = resolve(self._registry, request)
-        key = request.model_spec.signature_name or DEFAULT_SIGNATURE
-        if key not in servable.signature_defs:
-            # predict_util.cc answers a missing signature with FAILED_PRECONDITION.
-            raise ServingError(f'Serving signature key "{key}" not found.', "FAILED_PRECONDITION")
-        signature = servable.signature(key)
-        inputs = grpc_codec.decode_inputs(request.inputs, signature)
-        aliases = grpc_codec.output_aliases(request.output_filter, signature)
-        outputs = servable.run(key, inputs)
-        response = predict_pb2.PredictResponse()
-        grpc_codec.fill_model_spec(response.model_spec, servable.name, servable.version, key)
-        for alias in aliases:
-            grpc_codec.encode_tensor(outputs[alias], response.outputs[alias])
-        return response
+        with self._counted(request.model_spec.name, "Predict"):
+            servable = resolve(self._registry, request)
+            key = request.model_spec.signature_name or DEFAULT_SIGNATURE
+            if key not in servable.signature_defs:
+                # predict_util.cc answers a missing signature with FAILED_PRECONDITION.
+                raise ServingError(
+                    f'Serving signature key "{key}" not found.', "FAILED_PRECONDITION"
+                )
+            signature = servable.signature(key)
+            inputs = grpc_codec.decode_inputs(request.inputs, signature)
+            aliases = grpc_codec.output_aliases(request.output_filter, signature)
+            outputs = self._run(servable, key, inputs, "Predict")
+            response = predict_pb2.PredictResponse()
+            grpc_codec.fill_model_spec(response.model_spec, servable.name, servable.version, key)
+            for alias in aliases:
+                grpc_codec.encode_tensor(outputs[alias], response.outputs[alias])
+            return response
 
     @reports_errors
     def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        servable = resolve(self._registry, request)
-        key = request.model_spec.signature_name or DEFAULT_SIGNATURE
-        response = classification_pb2.ClassificationResponse()
-        self._classify(servable, key, request.input, response.result)
-        grpc_codec.fill_model_spec(response.model_spec, servable.name, servable.version, key)
-        return response
+        with self._counted(request.model_spec.name, "Classify"):
+            servable = resolve(self._registry, request)
+            key = request.model_spec.signature_name or DEFAULT_SIGNATURE
+            response = classification_pb2.ClassificationResponse()
+            self._classify(servable, key, request.input, response.result)
+            grpc_codec.fill_model_spec(response.model_spec, servable.name, servable.version, key)
+            return response
 
     @reports_errors
     def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        servable = resolve(self._registry, request)
-        key = request.model_spec.signature_name or DEFAULT_SIGNATURE
-        response = regression_pb2.RegressionResponse()
-        self._regress(servable, key, request.input, response.result)
-        grpc_codec.fill_model_spec(response.model_spec, servable.name, servable.version, key)
-        return response
+        with self._counted(request.model_spec.name, "Regress"):
+            servable = resolve(self._registry, request)
+            key = request.model_spec.signature_name or DEFAULT_SIGNATURE
+            response = regression_pb2.RegressionResponse()
+            self._regress(servable, key, request.input, response.result)
+            grpc_codec.fill_model_spec(response.model_spec, servable.name, servable.version, key)
+            return response
 
     @reports_errors
     def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Several classify/regress signatures of one model over one input (multi_inference.cc)."""
+        model = request.tasks[0].model_spec.name if request.tasks else ""
+        with self._counted(model, "MultiInference"):
+            return self._multi_inference(request)
+
+    def _multi_inference(self, request: Any) -> Any:
         if not request.tasks:
             raise InvalidArgumentError("Expected at least one task")
         servable = resolve(self._registry, request.tasks[0])
@@ -181,16 +220,22 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         )
         return response
 
+    def _run(self, servable: Servable, key: str, inputs: dict, api: str) -> dict:
+        """The model call, in one of the model's slots shared with REST."""
+        return run_model(servable, key, inputs, api, pools=self._pools, metrics=self._metrics)
+
     def _classify(self, servable: Servable, key: str, input_proto: Any, result: Any) -> None:
         input_key = example_input(servable, key, CLASSIFY_METHOD, "classification")
         examples = grpc_codec.serialized_examples(input_proto)
-        classes, scores = classification_outputs(servable.run(key, {input_key: examples}))
+        outputs = self._run(servable, key, {input_key: examples}, "Classify")
+        classes, scores = classification_outputs(outputs)
         grpc_codec.fill_classification(result, classes, scores)
 
     def _regress(self, servable: Servable, key: str, input_proto: Any, result: Any) -> None:
         input_key = example_input(servable, key, REGRESS_METHOD, "regression")
         examples = grpc_codec.serialized_examples(input_proto)
-        values = regression_outputs(servable.run(key, {input_key: examples}))
+        outputs = self._run(servable, key, {input_key: examples}, "Regress")
+        values = regression_outputs(outputs)
         grpc_codec.fill_regression(result, values)
 
 
@@ -271,6 +316,8 @@ class GrpcServer:
         registry: ModelRegistry,
         watcher: ConfigWatcher,
         *,
+        pools: ModelPools,
+        metrics: Metrics,
         host: str,
         port: int,
         max_threads: int,
@@ -287,7 +334,7 @@ class GrpcServer:
             ],
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(registry), server
+            PredictionServicer(registry, pools, metrics), server
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(registry, watcher), server

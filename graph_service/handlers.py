@@ -6,27 +6,27 @@ is resolved, so a malformed body is a 400 whatever the model.
 
 from __future__ import annotations
 
-from concurrent.futures import Executor
-from concurrent.futures import TimeoutError as FutureTimeout
+import time
 
 import numpy as np
 
-from graph_service import codecs, example_codec
-from graph_service.errors import DeadlineExceededError, InvalidArgumentError
+from graph_service import example_codec
+from graph_service.errors import InvalidArgumentError
 from graph_service.metadata import model_metadata
+from graph_service.metrics import Metrics
+from graph_service.pools import ModelPools
 from graph_service.registry import ModelRegistry
 from graph_service.servable import CLASSIFY_METHOD, REGRESS_METHOD, Servable
+from tfs_protocol import json_codec as codecs
 
 
 class Handlers:
-    """Endpoints bound to one registry and one executor that enforces the request deadline."""
+    """Endpoints bound to one registry, the per-model call slots and the metrics."""
 
-    def __init__(
-        self, registry: ModelRegistry, executor: Executor | None, timeout: float | None
-    ) -> None:
+    def __init__(self, registry: ModelRegistry, pools: ModelPools, metrics: Metrics) -> None:
         self._registry = registry
-        self._executor = executor
-        self._timeout = timeout
+        self._pools = pools
+        self._metrics = metrics
 
     def status(self, name: str, version: int | None, label: str | None) -> bytes:
         return codecs.encode_json(self._registry.status(name, version, label))
@@ -40,7 +40,7 @@ class Handlers:
         servable = self._registry.servable(name, version, label)
         signature = codecs.signature_name(doc)
         fmt, inputs = codecs.decode_predict_request(doc, servable.input_dtypes(signature))
-        outputs = self._run(servable, signature, inputs)
+        outputs = self._run(servable, signature, inputs, "predict")
         return codecs.encode_predict_response(outputs, fmt)
 
     def classify(self, body: bytes, name: str, version: int | None, label: str | None) -> bytes:
@@ -48,7 +48,9 @@ class Handlers:
         servable = self._registry.servable(name, version, label)
         signature = codecs.signature_name(doc)
         input_key = example_input(servable, signature, CLASSIFY_METHOD, "classification")
-        outputs = self._run(servable, signature, {input_key: example_codec.decode_examples(doc)})
+        outputs = self._run(
+            servable, signature, {input_key: example_codec.decode_examples(doc)}, "classify"
+        )
         return codecs.encode_classification(*classification_outputs(outputs))
 
     def regress(self, body: bytes, name: str, version: int | None, label: str | None) -> bytes:
@@ -56,19 +58,35 @@ class Handlers:
         servable = self._registry.servable(name, version, label)
         signature = codecs.signature_name(doc)
         input_key = example_input(servable, signature, REGRESS_METHOD, "regression")
-        outputs = self._run(servable, signature, {input_key: example_codec.decode_examples(doc)})
+        outputs = self._run(
+            servable, signature, {input_key: example_codec.decode_examples(doc)}, "regress"
+        )
         return codecs.encode_regression(regression_outputs(outputs))
 
-    def _run(self, servable: Servable, signature: str, inputs: dict[str, np.ndarray]) -> dict:
-        """Call the model, giving up (504) after --rest_api_timeout_in_ms."""
-        if self._executor is None:
-            return servable.run(signature, inputs)
-        future = self._executor.submit(servable.run, signature, inputs)
-        try:
-            return future.result(timeout=self._timeout)
-        except FutureTimeout:
-            future.cancel()
-            raise DeadlineExceededError("Deadline Exceeded") from None
+    def _run(
+        self, servable: Servable, signature: str, inputs: dict[str, np.ndarray], api: str
+    ) -> dict:
+        return run_model(servable, signature, inputs, api, pools=self._pools, metrics=self._metrics)
+
+
+def run_model(
+    servable: Servable,
+    signature: str,
+    inputs: dict[str, np.ndarray],
+    api: str,
+    *,
+    pools: ModelPools,
+    metrics: Metrics,
+) -> dict[str, np.ndarray]:
+    """Call the model in one of its slots (429 when none is free); TF enforces the deadline.
+
+    The one way both fronts (REST and gRPC) run a model, so they share the per-model slots.
+    """
+    with pools.slot(servable.name):
+        started = time.perf_counter()
+        outputs = servable.run(signature, inputs)
+    metrics.record_runtime(servable.name, api, time.perf_counter() - started)
+    return outputs
 
 
 def example_input(servable: Servable, signature: str, method: str, kind: str) -> str:

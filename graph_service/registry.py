@@ -252,6 +252,15 @@ class ModelRegistry:
         model.waiting_labels = waiting
         return labels
 
+    def close(self) -> None:
+        """Unload every model (at shutdown, once no call runs)."""
+        with self._lock:
+            models, self._models = list(self._models.values()), {}
+        for model in models:
+            for state in model.versions.values():
+                if state.servable is not None:
+                    state.servable.close()
+
     def load_errors(self, name: str) -> str:
         """Why a model's versions failed to load, one clause per version ('' when none did)."""
         model = self._model(name)

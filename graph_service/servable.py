@@ -1,12 +1,25 @@
-"""One loaded SavedModel version: its signature defs and compiled signature functions.
+"""One loaded SavedModel version, run the way TF Serving's C++ loader runs it.
 
-Loaded once (per process, per version) with `tf.saved_model.load`; requests call the
-signature's concrete function directly, so the model runs as a compiled TF graph.
+The version is loaded into a TF1-style Session with the SavedModel loader (as
+`LoadSavedModel` does in TF Serving), and each signature becomes a Session callable that feeds
+the signature's input tensors by name and fetches its outputs by name. So, as in TF Serving,
+the graph decides which shapes it accepts (half_plus_two's `x` is declared [-1, 1] and is fed
+[3]); a shape or dtype the graph refuses comes back as the runtime's INVALID_ARGUMENT. The
+deadline (--rest_api_timeout_in_ms) travels in the callable's RunOptions, so the runtime
+itself cancels a call that outlives it (DEADLINE_EXCEEDED).
+
+Why callables and not `tf.saved_model.load` concrete functions: measured on a 16->1 dense
+model (benchmarks/bench_graph.py, 1 row), a concrete-function call costs about 270 us, a
+Session.run by tensor name about 210 us, `make_callable` about 200 us and a callable built
+from CallableOptions about 25 us; and concrete functions refuse any shape outside the
+signature's TensorSpec, which TF Serving does not.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,21 +27,77 @@ from typing import Any
 
 import numpy as np
 
-from graph_service.errors import InvalidArgumentError, ServingError, from_tensorflow
+from graph_service.errors import (
+    DeadlineExceededError,
+    InvalidArgumentError,
+    ServingError,
+    from_tensorflow,
+)
+from graph_service.saved_model import (
+    LoadError,
+    read_meta_graph,
+    read_signature_defs,
+    signature_model,
+)
+from tfs_protocol.constants import CLASSIFY_METHOD, REGRESS_METHOD, SERVE_TAG
+from tfs_protocol.signature import Signature
+
+__all__ = [
+    "CLASSIFY_METHOD",
+    "REGRESS_METHOD",
+    "SERVE_TAG",
+    "LoadError",
+    "Servable",
+    "load_servable",
+    "read_signature_defs",
+]
 
 logger = logging.getLogger(__name__)
 
-SERVE_TAG = "serve"
-CLASSIFY_METHOD = "tensorflow/serving/classify"
-REGRESS_METHOD = "tensorflow/serving/regress"
 
+class SignatureRunner:
+    """One signature as a Session callable: inputs fed by tensor name, outputs fetched by name."""
 
-class LoadError(Exception):
-    """A version folder could not be loaded; `code` is the canonical error code to report."""
+    def __init__(self, session: Any, signature_def: Any, timeout_ms: int) -> None:
+        self.input_keys = sorted(signature_def.inputs)
+        self.output_keys = sorted(signature_def.outputs)
+        self._feeds = [signature_def.inputs[k].name for k in self.input_keys]
+        self._fetches = [signature_def.outputs[k].name for k in self.output_keys]
+        self._session = session
+        self._timeout_ms = timeout_ms
+        self._callable: Any = None
+        self._lock = threading.Lock()
 
-    def __init__(self, message: str, code: str = "UNKNOWN") -> None:
-        super().__init__(message)
-        self.code = code
+    def _build(self) -> Any:
+        from tensorflow.core.protobuf import config_pb2
+
+        options = config_pb2.CallableOptions(feed=self._feeds, fetch=self._fetches)
+        if self._timeout_ms > 0:
+            options.run_options.timeout_in_ms = self._timeout_ms
+        make = getattr(self._session, "_make_callable_from_options", None)
+        if make is not None:
+            return make(options)
+        # The fast constructor is private TensorFlow API; if a release drops it, say so once
+        # and run the same feeds and fetches through the public Session.run.
+        logger.warning("Session._make_callable_from_options missing: using Session.run")
+        run_options = config_pb2.RunOptions(timeout_in_ms=max(self._timeout_ms, 0))
+
+        def run(*arrays: np.ndarray) -> list:
+            feed = dict(zip(self._feeds, arrays, strict=True))
+            return self._session.run(self._fetches, feed, options=run_options)
+
+        return run
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._callable is None:
+            with self._lock:
+                if self._callable is None:
+                    self._callable = self._build()
+        missing = [k for k in self.input_keys if k not in inputs]
+        if missing:
+            raise InvalidArgumentError(f"Missing input tensor(s): {', '.join(missing)}")
+        values = self._callable(*[inputs[k] for k in self.input_keys])
+        return {k: np.asarray(v) for k, v in zip(self.output_keys, values, strict=True)}
 
 
 @dataclass
@@ -42,6 +111,7 @@ class Servable:
     functions: Mapping[str, Any]
     # Keeps the loaded object (and its variables) alive as long as the servable is used.
     handle: Any = field(repr=False, default=None)
+    _models: dict[str, Signature] = field(default_factory=dict, repr=False, compare=False)
 
     def signature(self, key: str) -> Any:
         """The SignatureDef proto for `key`, with TF Serving's message when it is missing."""
@@ -52,86 +122,72 @@ class Servable:
             )
         return sig
 
+    def signature_model(self, key: str) -> Signature:
+        """The signature as the shared `tfs_protocol.Signature` (built once per key)."""
+        model = self._models.get(key)
+        if model is None:
+            model = self._models[key] = signature_model(key, self.signature(key))
+        return model
+
     def input_dtypes(self, key: str) -> dict[str, str]:
         """{input key: 'DT_...'} of a signature, in key order."""
-        from tensorflow.core.framework import types_pb2
-
-        sig = self.signature(key)
-        return {k: types_pb2.DataType.Name(sig.inputs[k].dtype) for k in sorted(sig.inputs)}
+        return self.signature_model(key).input_dtypes()
 
     def run(self, key: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Call the compiled signature function; TensorFlow errors become ServingErrors."""
+        """Run a signature; TensorFlow errors become ServingErrors with the runtime's message."""
         import tensorflow as tf
 
-        _check_shapes(self.signature(key), inputs)
-        function = self.functions[key]
+        self.signature(key)
+        runner = self.functions[key]
         try:
-            tensors = {name: tf.convert_to_tensor(array) for name, array in inputs.items()}
-            outputs = function(**tensors)
+            return runner(inputs)
         except ServingError:
             raise
+        except tf.errors.DeadlineExceededError as exc:
+            raise DeadlineExceededError(
+                f"Deadline Exceeded: the model ran past the request deadline ({exc.message})"
+            ) from None
         except (tf.errors.OpError, TypeError, ValueError) as exc:
             raise from_tensorflow(exc) from None
-        return {name: value.numpy() for name, value in sorted(outputs.items())}
+
+    def close(self) -> None:
+        """Release the session (its graph and variables) once no request uses it."""
+        close = getattr(self.handle, "close", None)
+        if close is not None:
+            close()
 
 
-def _check_shapes(signature: Any, inputs: Mapping[str, np.ndarray]) -> None:
-    """Refuse inputs whose rank or fixed dimensions differ from the signature, before TF runs."""
-    for name, array in inputs.items():
-        info = signature.inputs.get(name)
-        if info is None or info.tensor_shape.unknown_rank:
-            continue
-        expected = [d.size for d in info.tensor_shape.dim]
-        got = list(array.shape)
-        if len(expected) != len(got) or any(
-            e not in (-1, g) for e, g in zip(expected, got, strict=False)
-        ):
-            raise InvalidArgumentError(
-                f"input '{name}' has shape {_dims(got)} but the signature expects "
-                f"{_dims(expected)} (-1 = any size)"
-            )
-
-
-def _dims(shape: list[int]) -> str:
-    return "[" + ",".join(str(d) for d in shape) + "]"
-
-
-def read_signature_defs(export_dir: Path) -> dict[str, Any]:
-    """SignatureDefs of the `serve` meta graph, read from saved_model.pb."""
-    from google.protobuf.message import DecodeError
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    pb_path = export_dir / "saved_model.pb"
-    if not pb_path.is_file():
-        raise LoadError(
-            f"SavedModel not found at {export_dir}: no saved_model.pb (still being copied?)",
-            "NOT_FOUND",
-        )
-    model = saved_model_pb2.SavedModel()
-    try:
-        model.ParseFromString(pb_path.read_bytes())
-    except DecodeError as exc:
-        raise LoadError(f"{pb_path} is not a SavedModel: {exc}", "DATA_LOSS") from None
-    for meta in model.meta_graphs:
-        if SERVE_TAG in meta.meta_info_def.tags:
-            return dict(meta.signature_def)
-    raise LoadError(f"{export_dir}: no meta graph tagged 'serve'", "NOT_FOUND")
-
-
-def load_servable(name: str, version: int, export_dir: Path) -> Servable:
+def load_servable(
+    name: str, version: int, export_dir: Path, *, run_timeout_ms: int = 0
+) -> Servable:
     """Load one version folder; LoadError with a one-line reason when it cannot serve."""
     import tensorflow as tf
 
-    signature_defs = read_signature_defs(export_dir)
+    meta = read_meta_graph(export_dir)
+    signature_defs = dict(meta.signature_def)
+    if not signature_defs:
+        raise LoadError(f"{export_dir}: the SavedModel has no signatures to serve", "NOT_FOUND")
+    graph = tf.Graph()
+    # Ops run in the calling request thread (inter_op_parallelism_threads < 0): no hand-off
+    # to a pool, and one model's long calls hold only their own request threads (bounded by
+    # its slots, graph_service.pools), never a process-wide pool that other models need.
+    # Multi-threaded kernels use an intra-op pool of the version's own, not the process's.
+    config = tf.compat.v1.ConfigProto(
+        use_per_session_threads=True,
+        inter_op_parallelism_threads=-1,
+        intra_op_parallelism_threads=os.cpu_count() or 1,
+    )
+    session = tf.compat.v1.Session(graph=graph, config=config)
     try:
-        loaded = tf.saved_model.load(str(export_dir), tags=[SERVE_TAG])
+        with graph.as_default():
+            tf.compat.v1.saved_model.loader.load(session, [SERVE_TAG], str(export_dir))
     except (tf.errors.OpError, OSError, ValueError, RuntimeError, KeyError) as exc:
+        session.close()
         reason = " ".join(str(exc).split())[:500]
         raise LoadError(f"Failed to load {export_dir}: {reason}", "DATA_LOSS") from None
-    functions = dict(loaded.signatures)
-    if not functions:
-        raise LoadError(f"{export_dir}: the SavedModel has no signatures to serve", "NOT_FOUND")
-    logger.info(
-        "loaded %s version %d from %s (%s)", name, version, export_dir, ", ".join(functions)
-    )
-    return Servable(name, version, export_dir, signature_defs, functions, loaded)
+    graph.finalize()
+    runners = {
+        key: SignatureRunner(session, sig, run_timeout_ms) for key, sig in signature_defs.items()
+    }
+    logger.info("loaded %s version %d from %s (%s)", name, version, export_dir, ", ".join(runners))
+    return Servable(name, version, export_dir, signature_defs, runners, session)

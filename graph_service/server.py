@@ -46,9 +46,10 @@ class GraphServer(BaseApplication):
             "proc_name": "graph-service",
             # Several services may run side by side (tests, stacks): no shared control socket.
             "control_socket_disable": True,
-            # gRPC runs in the worker beside REST: refuse new calls at SIGTERM, close at exit.
+            # gRPC runs in the worker beside REST: it refuses new calls at SIGTERM; at exit,
+            # after gunicorn has drained REST, gRPC closes first, then watcher and pools.
             "post_worker_init": self._on_worker_ready,
-            "worker_exit": self._on_worker_exit,
+            "worker_exit": self._worker_exit,
         }
         for key, value in options.items():
             self.cfg.set(key, value)
@@ -77,7 +78,7 @@ class GraphServer(BaseApplication):
 
         signal.signal(signal.SIGTERM, on_sigterm)
 
-    def _on_worker_exit(self, server, worker) -> None:
+    def _worker_exit(self, server: object, worker: object) -> None:
         if self._service is not None:
             self._service.close()
 

@@ -2,7 +2,9 @@
 
 Mirrors TF Serving's two knobs: `--model_config_file_poll_wait_seconds` (re-read the config;
 0 = never) and `--file_system_poll_wait_seconds` (look for new version folders; 0 = only at
-start). A config file that no longer parses is reported and the previous one stays in force.
+start). A config file that cannot be read (OSError, bad UTF-8, a parse error, anything) is
+reported (log, `status()`, the graph_config_reload_errors_total metric) and the previous one
+stays in force; the thread outlives every error and stops on `stop()`.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
-from converters.errors import ConverterError
 from converters.models_config import ModelEntry
 from graph_service.registry import ModelRegistry
 
@@ -39,8 +41,13 @@ class ConfigWatcher:
         self._config_poll = config_poll_seconds
         self._fs_poll = fs_poll_seconds
         self._stop = threading.Event()
-        # Polls and HandleReloadConfigRequest (gRPC) both sync; one at a time.
-        self._sync_lock = threading.Lock()
+        # Polls and HandleReloadConfigRequest (gRPC) both change entries and sync; one at a
+        # time. Re-entrant: a poll holds it across reload_config() and sync().
+        self._sync_lock = threading.RLock()
+        self._status_lock = threading.Lock()
+        self._errors = {"read": 0, "sync": 0}
+        self._last_error = ""
+        self._last_error_at = ""
         self._thread = threading.Thread(target=self._run, name="graph-service-watcher", daemon=True)
 
     def start(self) -> None:
@@ -60,7 +67,12 @@ class ConfigWatcher:
         """
         with self._sync_lock:
             self._entries = entries
-            self._registry.sync(entries)
+            try:
+                self._registry.sync(entries)
+            except Exception as exc:
+                # Reported like a poll's failure; the caller answers it, the next poll retries.
+                self._record("sync", exc)
+                raise
 
     def _run(self) -> None:
         now = time.monotonic()
@@ -73,21 +85,58 @@ class ConfigWatcher:
             with self._sync_lock:
                 if now >= next_config:
                     next_config = now + self._config_poll
-                    self._reload_config()
-                try:
-                    self._registry.sync(self._entries)
-                except Exception:
-                    # The watcher must outlive any one bad poll; the next poll tries again.
-                    logger.exception("reload failed; serving what was loaded before")
+                    self.reload_config()
+                self.sync()
+
+    def sync(self) -> None:
+        """Apply the current entries; any failure is reported and retried at the next poll."""
+        with self._sync_lock:
+            try:
+                self._registry.sync(self._entries)
+            except Exception as exc:
+                # The watcher must outlive any one bad poll; the next poll tries again.
+                logger.exception("reload failed; serving what was loaded before")
+                self._record("sync", exc)
+
+    def reload_config(self) -> None:
+        """Re-read models.config; on any error keep the previous entries and report it."""
+        with self._sync_lock:
+            self._reload_config()
 
     def _reload_config(self) -> None:
         try:
             entries = self._read_entries()
-        except ConverterError as exc:
-            logger.error("models.config not reloaded, keeping the previous one: %s", exc)
+        except Exception as exc:
+            logger.error(
+                "models.config not reloaded, keeping the previous one: %s: %s",
+                type(exc).__name__,
+                exc,
+            )
+            self._record("read", exc)
             return
         if entries != self._entries:
             logger.info(
                 "models.config changed: %s", ", ".join(e.name for e in entries) or "no models"
             )
             self._entries = entries
+
+    def _record(self, stage: str, exc: BaseException) -> None:
+        with self._status_lock:
+            self._errors[stage] += 1
+            self._last_error = f"{stage}: {type(exc).__name__}: {' '.join(str(exc).split())[:500]}"
+            self._last_error_at = datetime.now(UTC).isoformat(timespec="seconds")
+
+    def error_counts(self) -> dict[str, int]:
+        with self._status_lock:
+            return dict(self._errors)
+
+    def status(self) -> dict:
+        """For GET /monitoring/config: is the watcher alive, and the last error it survived."""
+        with self._status_lock:
+            return {
+                "watcher_running": self._thread.is_alive(),
+                "models": [e.name for e in self._entries],
+                "reload_errors": dict(self._errors),
+                "last_error": self._last_error,
+                "last_error_at": self._last_error_at,
+            }

@@ -20,6 +20,7 @@ from logic_service.config import ServiceConfig, load_config
 from logic_service.errors import ConfigError, GraphUnavailableError, register_error_handlers
 from logic_service.graph_client import GraphClient
 from logic_service.metrics import Metrics
+from logic_service.openapi import routes as openapi_routes
 from logic_service.pipelines import load_pipelines
 from logic_service.request_log import configure_logging, log_request
 from logic_service.scoring import Scorer
@@ -77,9 +78,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     # One byte over the limit: werkzeug cuts a chunked body at MAX_CONTENT_LENGTH without a
     # word, so get_score needs to see that there was more (and answers 413 itself).
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length + 1
-    app.extensions[EXTENSION] = ServiceState(settings, config, scorer, Metrics())
+    metrics = Metrics()
+    for pipeline in pipelines.values():
+        metrics.watch(pipeline)
+    app.extensions[EXTENSION] = ServiceState(settings, config, scorer, metrics)
     register_error_handlers(app)
     app.register_blueprint(routes)
+    app.register_blueprint(openapi_routes)
     app.before_request(_begin)
     app.after_request(_finish)
     log.info(

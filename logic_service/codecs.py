@@ -1,7 +1,9 @@
-"""Wire formats: our `/get_score` JSON, and TF Serving's columnar predict request/response.
+"""Wire formats: our `/get_score` JSON, and TF Serving's predict request/response.
 
-numpy + orjson only (never TensorFlow): arrays are serialised in C by orjson, not by
-per-element Python loops, and decoded back with one `np.asarray` call.
+The TF Serving half (dtypes, the signature model, the predict codec) is `tfs_protocol`, the
+package graph-service uses too, re-exported here so logic-tier code keeps importing from one
+module; this module adds the logic tier's policies and errors on top. numpy + orjson only
+(never TensorFlow).
 """
 
 from __future__ import annotations
@@ -13,24 +15,19 @@ import numpy as np
 import orjson
 
 from logic_service.errors import BadRequestError, GraphRejectedError, UnsupportedMediaTypeError
+from tfs_protocol import json_codec
+from tfs_protocol.dtypes import NUMPY_DTYPES
+from tfs_protocol.errors import CodecError
+from tfs_protocol.signature import Signature, TensorSpec
+from tfs_protocol.signature import decode_signature as _decode_signature
+
+__all__ = ["TF_DTYPES", "Signature", "TensorSpec"]
 
 SUCCESS_MSG = "Successful!"
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
-# TF Serving's `DataType` names (metadata `dtype`) -> the numpy dtype to send.
-TF_DTYPES: dict[str, np.dtype] = {
-    "DT_FLOAT": np.dtype(np.float32),
-    "DT_DOUBLE": np.dtype(np.float64),
-    "DT_HALF": np.dtype(np.float16),
-    "DT_INT8": np.dtype(np.int8),
-    "DT_INT16": np.dtype(np.int16),
-    "DT_INT32": np.dtype(np.int32),
-    "DT_INT64": np.dtype(np.int64),
-    "DT_UINT8": np.dtype(np.uint8),
-    "DT_UINT16": np.dtype(np.uint16),
-    "DT_BOOL": np.dtype(np.bool_),
-    "DT_STRING": np.dtype(object),
-}
+# TF Serving's `DataType` names (metadata `dtype`) -> the numpy dtype to send (shared table).
+TF_DTYPES: dict[str, np.dtype] = NUMPY_DTYPES
 
 
 @dataclass(frozen=True)
@@ -39,24 +36,6 @@ class ScoreRequest:
 
     model: str | None
     data: Any
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One signature input or output as the graph tier's metadata describes it."""
-
-    name: str
-    dtype: np.dtype
-    shape: tuple[int, ...] | None
-
-
-@dataclass(frozen=True)
-class Signature:
-    """What the logic tier needs from `GET .../metadata`, read once per pipeline."""
-
-    name: str
-    inputs: dict[str, TensorSpec]
-    outputs: dict[str, TensorSpec]
 
 
 def is_json_content_type(content_type: str | None) -> bool:
@@ -104,69 +83,63 @@ def encode_body(payload: Any) -> bytes:
 
 
 def encode_predict_request(signature_name: str, inputs: dict[str, np.ndarray]) -> bytes:
-    """TF Serving columnar request: `{"signature_name": ..., "inputs": {name: tensor}}`."""
-    tensors = {}
+    """TF Serving columnar request: `{"signature_name": ..., "inputs": {name: tensor}}`.
+
+    String inputs (object arrays) go as text or `{"b64": ...}`. Non-finite features are a
+    logic-tier policy, not a protocol limit: they mean preprocessing left a gap, so they are
+    refused here rather than scored.
+    """
     for name, array in inputs.items():
         if array.dtype.kind == "f" and not np.isfinite(array).all():
             raise BadRequestError(
                 f"input {name!r} holds NaN or infinity after preprocessing; impute missing "
                 "values in the transformer or send complete records"
             )
-        tensors[name] = np.ascontiguousarray(array)
-    return orjson.dumps({"signature_name": signature_name, "inputs": tensors}, option=_NUMPY)
-
-
-def decode_predict_response(body: bytes, output: str | None) -> Any:
-    """`{"outputs": tensor | {name: tensor}}` -> ndarray (or dict of ndarrays)."""
     try:
-        payload = orjson.loads(body)
-        outputs = payload["outputs"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        raise GraphRejectedError(
-            f"graph tier answered 200 without an 'outputs' field: {body[:200]!r}"
-        ) from None
+        return json_codec.encode_predict_request(inputs, signature_name)
+    except CodecError as exc:
+        raise BadRequestError(str(exc)) from None
+
+
+def decode_predict_response(
+    body: bytes, output: str | None, output_dtypes: dict[str, str] | None = None
+) -> Any:
+    """`{"outputs": tensor | {name: tensor}}` -> ndarray (or dict of ndarrays).
+
+    NaN/Infinity literals, as TF Serving writes them, are read; strings come back as bytes.
+    `output_dtypes` ({key: "DT_..."}, from the Signature) gives each tensor its exact dtype.
+    """
+    try:
+        outputs = json_codec.decode_predict_response(body, output_dtypes)
+    except CodecError as exc:
+        if "neither 'outputs' nor 'predictions'" in str(exc) or "Parse error" in str(exc):
+            raise GraphRejectedError(
+                f"graph tier answered 200 without an 'outputs' field: {body[:200]!r}"
+            ) from None
+        raise GraphRejectedError(f"graph tier answer does not fit its signature: {exc}") from None
     if isinstance(outputs, dict):
         if output is not None:
             if output not in outputs:
                 raise GraphRejectedError(
                     f"graph output {output!r} not in the response (has: {', '.join(outputs)})"
                 )
-            return np.asarray(outputs[output])
+            return outputs[output]
         if len(outputs) == 1:
-            return np.asarray(next(iter(outputs.values())))
-        return {name: np.asarray(value) for name, value in outputs.items()}
-    return np.asarray(outputs)
+            return next(iter(outputs.values()))
+        return outputs
+    return outputs
 
 
 def decode_signature(payload: dict[str, Any], signature_name: str) -> Signature:
     """Pick `signature_name` out of TF Serving's metadata response."""
     try:
-        signatures = payload["metadata"]["signature_def"]["signature_def"]
-    except (KeyError, TypeError):
-        raise GraphRejectedError("graph tier metadata has no signature_def section") from None
-    if signature_name not in signatures:
-        raise GraphRejectedError(
-            f"graph model has no signature {signature_name!r} "
-            f"(has: {', '.join(sorted(signatures))}); fix signature_name in the pipeline file"
-        )
-    signature = signatures[signature_name]
-    return Signature(
-        name=signature_name,
-        inputs=_tensor_specs(signature.get("inputs", {})),
-        outputs=_tensor_specs(signature.get("outputs", {})),
-    )
-
-
-def _tensor_specs(raw: dict[str, Any]) -> dict[str, TensorSpec]:
-    specs = {}
-    for name, info in raw.items():
-        shape_info = info.get("tensor_shape", {})
-        shape = None
-        if not shape_info.get("unknown_rank", False):
-            shape = tuple(int(dim.get("size", -1)) for dim in shape_info.get("dim", []))
-        dtype = TF_DTYPES.get(info.get("dtype", "DT_FLOAT"), np.dtype(np.float32))
-        specs[name] = TensorSpec(name, dtype, shape)
-    return specs
+        signature = _decode_signature(payload, signature_name)
+        for spec in signature.inputs.values():
+            spec.require_dtype()
+    except CodecError as exc:
+        hint = "; fix signature_name in the pipeline file" if "no signature" in str(exc) else ""
+        raise GraphRejectedError(f"graph tier {exc}{hint}") from None
+    return signature
 
 
 def _fallback(value: Any) -> Any:

@@ -37,7 +37,14 @@ _PIPELINE_KEYS = {
     "columns",
     "max_rows",
     "sha256",
+    "engine",
+    "parity_atol",
+    "samples",
+    "unknown_categories",
 }
+ENGINES = ("auto", "onnx", "sklearn")
+UNKNOWN_MODES = ("allow", "warn", "reject")
+DEFAULT_PARITY_ATOL = 1e-5
 _COLUMN_KINDS = {"number", "string"}
 
 
@@ -93,6 +100,10 @@ class PipelineSpec:
     postprocess: str | None = None
     columns: dict[str, str] = field(default_factory=dict)
     max_rows: int = DEFAULT_MAX_ROWS
+    engine: str = "auto"
+    parity_atol: float = DEFAULT_PARITY_ATOL
+    samples: Path | None = None
+    unknown_categories: str = "warn"
 
 
 @dataclass(frozen=True)
@@ -231,7 +242,39 @@ def _pipeline(name: str, raw: Any, base: Path, max_rows: int, where: str) -> Pip
         postprocess=_hook(body.get("postprocess"), f"{where}: postprocess"),
         columns=columns,
         max_rows=_positive_int(body.get("max_rows", max_rows), f"{where}: max_rows"),
+        **_engine_keys(body, base, where),
     )
+
+
+def _engine_keys(body: dict, base: Path, where: str) -> dict[str, Any]:
+    """engine, parity_atol, samples, unknown_categories: the compiled engine and the contract."""
+    engine = str(body.get("engine", "auto"))
+    if engine not in ENGINES:
+        raise ConfigError(f"{where}: engine {engine!r} is not one of {', '.join(ENGINES)}")
+    mode = str(body.get("unknown_categories", "warn"))
+    if mode not in UNKNOWN_MODES:
+        raise ConfigError(
+            f"{where}: unknown_categories {mode!r} is not one of {', '.join(UNKNOWN_MODES)}"
+        )
+    atol = body.get("parity_atol", DEFAULT_PARITY_ATOL)
+    if isinstance(atol, bool) or not isinstance(atol, int | float) or not 0 < atol < 1:
+        raise ConfigError(f"{where}: parity_atol must be a number between 0 and 1, got {atol!r}")
+    samples = body.get("samples")
+    if samples is not None and (not isinstance(samples, str) or not samples):
+        raise ConfigError(f"{where}: samples: expected a path to a JSON file of records")
+    if samples is not None:
+        samples = Path(samples) if Path(samples).is_absolute() else (base / samples).resolve()
+    if engine == "onnx" and body.get("preprocess") is not None:
+        raise ConfigError(
+            f"{where}: engine 'onnx' cannot compile a preprocess hook (glue code runs in "
+            "Python); use 'transformer:' or set engine: auto"
+        )
+    return {
+        "engine": engine,
+        "parity_atol": float(atol),
+        "samples": samples,
+        "unknown_categories": mode,
+    }
 
 
 def _artifact(value: Any, base: Path, pins: dict, where: str) -> ArtifactRef:

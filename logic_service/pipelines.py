@@ -1,13 +1,17 @@
 """A pipeline at run time: its loaded artifacts, its input contract, and the steps of a request.
 
-Built once per process by `load_pipelines` (everything read from disk here, at start-up);
-per request only in-memory work happens: validate -> features -> model -> postprocess.
+Built once per process by `load_pipelines` (everything read from disk, compiled and checked
+for parity here, at start-up); per request only in-memory work happens:
+prepare (validate -> features) -> model -> postprocess. A compiled pipeline builds its
+features from the decoded JSON without pandas; a DataFrame is made only for a hook.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -19,11 +23,41 @@ from scipy import sparse
 
 from logic_service.artifacts import LoadedArtifact, import_modules, load_artifact, resolve_hook
 from logic_service.codecs import Signature
+from logic_service.compiled import (
+    CompiledFeatures,
+    CompiledModel,
+    CompileError,
+    compile_features,
+    compile_model,
+)
 from logic_service.config import PipelineSpec, ServiceConfig
+from logic_service.contract import STRING, ColumnContract, Contract, read_contract
 from logic_service.errors import BadRequestError, ConfigError, GraphRejectedError
-from logic_service.validation import InputSchema, first_null, infer_schema, to_frame
+from logic_service.parity import ParityResult, compare, generated_rows, load_samples
+from logic_service.validation import (
+    ANY,
+    NUMBER,
+    InputSchema,
+    first_null,
+    first_null_in,
+    frame_from_columns,
+    infer_schema,
+    to_frame,
+    validate_columns,
+)
 
 log = logging.getLogger(__name__)
+ONNX, SKLEARN = "onnx", "sklearn"
+_MAX_KNOWN_SHOWN = 10
+
+
+@dataclass
+class Prepared:
+    """A validated request: features for the model, its row count, a frame only for hooks."""
+
+    features: Any
+    rows: int
+    frame: pd.DataFrame | None
 
 
 @dataclass
@@ -38,7 +72,17 @@ class Pipeline:
     preprocess_hook: Callable[..., Any] | None = None
     postprocess_hook: Callable[..., Any] | None = None
     signature: Signature | None = None
+    contract: Contract | None = None
+    engine: str = SKLEARN
+    engine_reason: str = ""
+    parity: ParityResult | None = None
+    compiled_features: CompiledFeatures | None = None
+    compiled_model: CompiledModel | None = None
+    # Set by the app to count unknown categories: on_unknown(column, count).
+    on_unknown: Callable[[str, int], None] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _warned: set[str] = field(default_factory=set, repr=False)
+    _schema_compiled: InputSchema | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -47,6 +91,102 @@ class Pipeline:
     @property
     def graph_backed(self) -> bool:
         return self.spec.graph is not None
+
+    @property
+    def compiled(self) -> bool:
+        return self.engine == ONNX
+
+    def prepare(self, data: Any) -> Prepared:
+        """Validate `data` against the contract and compute the features (400 naming the problem)."""
+        if self.contract is None:  # open contract (hook with `columns:`, or no feature names)
+            frame = self.frame(data)
+            return Prepared(self.features(frame), len(frame), frame)
+        schema = (self._schema_compiled if self.compiled else None) or self.schema
+        columns, rows = validate_columns(data, schema, self.spec.max_rows)
+        self._check_unknown(columns)
+        if self.compiled:
+            needs_frame = self.postprocess_hook is not None
+            frame = frame_from_columns(columns, self.schema) if needs_frame else None
+            return Prepared(self._compiled_run(columns), rows, frame)
+        frame = frame_from_columns(columns, self.schema)
+        return Prepared(self.features(frame), rows, frame)
+
+    def open_sessions(self) -> None:
+        """Open this process's onnxruntime sessions now (e.g. from gunicorn's post_fork) so
+        the first request of a worker does not pay for it; never call it before the fork."""
+        for compiled in (self.compiled_features, self.compiled_model):
+            if compiled is not None:
+                compiled.program.session()
+
+    def compiled_schema(self) -> InputSchema:
+        """The contract for the compiled path: columns of unknown kind feed float inputs, so
+        they are validated as numbers (a column only a "drop" branch reads stays as it is)."""
+        assert self.contract is not None
+        used = {name for name, column in self.contract.columns.items() if column.used}
+        kinds = {n: NUMBER if k == ANY and n in used else k for n, k in self.schema.kinds.items()}
+        return InputSchema(self.schema.columns, kinds, self.schema.closed)
+
+    def _compiled_run(self, columns: dict[str, Any]) -> np.ndarray:
+        if self.compiled_features is None:  # a model alone: the columns are its features
+            with np.errstate(over="ignore"):  # beyond float32 becomes inf: a 400 below
+                features = np.column_stack(
+                    [np.asarray(v, dtype=np.float32) for v in columns.values()]
+                )
+        else:
+            features = self.compiled_features.run(columns)
+        if features.dtype.kind == "f" and not np.isfinite(features).all():
+            where = first_null_in(columns)
+            if where:
+                raise BadRequestError(
+                    f"{where} is null and pipeline {self.name!r} does not impute missing "
+                    "values: send a value"
+                )
+            if where := _first_out_of_range(columns):
+                raise BadRequestError(
+                    f"{where} is beyond the float32 range (about ±3.4e38) the model computes "
+                    "in: send a smaller number"
+                )
+        return features
+
+    def _check_unknown(self, columns: dict[str, Any]) -> None:
+        """Unknown categories: 400 under `reject` or an encoder fitted with handle_unknown=error;
+        otherwise scored as the encoder does and counted (and logged once under `warn`)."""
+        assert self.contract is not None
+        mode = self.spec.unknown_categories
+        for column in self.contract.categorical:
+            values = columns[column.name]
+            is_known = column.is_known
+            unknown = [row for row, value in enumerate(values) if not is_known(value)]
+            if not unknown:
+                continue
+            if mode == "reject" or column.unknown_is_error:
+                raise BadRequestError(self._unknown_message(column, unknown[0], values))
+            if self.on_unknown is not None:
+                self.on_unknown(column.name, len(unknown))
+            if mode == "warn" and column.name not in self._warned:
+                self._warned.add(column.name)
+                log.warning(
+                    "pipeline %s: column %r received unknown value %s (scored as the "
+                    "encoder scores unknowns; counted in logic_unknown_values_total; "
+                    "logged once per worker)",
+                    self.name,
+                    column.name,
+                    _show(values[unknown[0]]),
+                )
+
+    def _unknown_message(self, column: ColumnContract, row: int, values: Any) -> str:
+        known = column.known_values
+        shown = ", ".join(_show(v) for v in known[:_MAX_KNOWN_SHOWN])
+        more = f" (and {len(known) - _MAX_KNOWN_SHOWN} more)" if len(known) > 10 else ""
+        why = (
+            "its encoder was fitted with handle_unknown='error'"
+            if column.unknown_is_error
+            else "this pipeline sets unknown_categories: reject"
+        )
+        return (
+            f"column {column.name!r}, row {row}: {_show(values[row])} is not a known category "
+            f"({why}); send one of: {shown}{more}"
+        )
 
     def frame(self, data: Any) -> pd.DataFrame:
         """The request's `data` as a checked DataFrame (400 naming the column/row otherwise)."""
@@ -96,8 +236,10 @@ class Pipeline:
         return features
 
     def predict_local(self, features: Any) -> Any:
-        """The in-process scikit-learn model's `method` on the features."""
+        """The in-process model's `method` on the features (its compiled graph when it has one)."""
         assert self.model is not None
+        if self.compiled_model is not None:
+            return self.compiled_model.run(features)
         try:
             return getattr(self.model.obj, self.spec.method)(features)
         except (ValueError, TypeError) as error:
@@ -143,11 +285,11 @@ class Pipeline:
             inputs[key] = array
         return inputs
 
-    def postprocess(self, outputs: Any, frame: pd.DataFrame) -> Any:
-        """Business rules on the model outputs: `postprocess(outputs, frame) -> data`."""
+    def postprocess(self, outputs: Any, prepared: Prepared) -> Any:
+        """Business rules on the model outputs: the hook gets `(outputs, frame)` as always."""
         if self.postprocess_hook is None:
             return outputs
-        return self.postprocess_hook(outputs, frame)
+        return self.postprocess_hook(outputs, prepared.frame)
 
     def ensure_signature(self, fetch: Callable[[], Signature]) -> Signature:
         """Read the graph signature once per process; later calls reuse it."""
@@ -190,12 +332,29 @@ class Pipeline:
             "name": spec.name,
             "columns": self.schema.describe(),
             "max_rows": spec.max_rows,
+            "engine": self.describe_engine(),
+            "unknown_categories": spec.unknown_categories,
             "preprocess": spec.preprocess,
             "postprocess": spec.postprocess,
             "model": model,
             "artifacts": [item.describe() for item in loaded],
             "warnings": [note for item in loaded for note in item.warnings],
         }
+
+    def describe_engine(self) -> dict[str, Any]:
+        """Which engine serves, why, and how the compiled graph compared with scikit-learn."""
+        info: dict[str, Any] = {
+            "name": self.engine,
+            "requested": self.spec.engine,
+            "parity_max_diff": None,
+            "parity_rows": 0,
+            "parity_atol": self.spec.parity_atol,
+            "reason": self.engine_reason,
+        }
+        if self.parity is not None:
+            info["parity_max_diff"] = self.parity.max_diff
+            info["parity_rows"] = self.parity.rows
+        return info
 
 
 def load_pipelines(config: ServiceConfig) -> dict[str, Pipeline]:
@@ -243,13 +402,135 @@ def _load_one(spec: PipelineSpec, config: ServiceConfig, glue: list[ModuleType])
         if spec.postprocess
         else None,
     )
+    if raw_facing and pipeline.schema.columns and spec.preprocess is None:
+        pipeline.contract = read_contract(raw_facing[0], pipeline.schema)
+    _choose_engine(pipeline, load_samples(spec.samples, where), where)
     log.info(
-        "pipeline %s loaded: %d column(s), model %s",
+        "pipeline %s loaded: %d column(s), model %s, engine %s",
         spec.name,
         len(pipeline.schema.columns),
         spec.graph.describe() if spec.graph else spec.method,
+        pipeline.engine,
     )
     return pipeline
+
+
+def _choose_engine(pipeline: Pipeline, samples: list[dict[str, Any]], where: str) -> None:
+    """Compile and run the parity gate; fall back to scikit-learn with one log line saying why."""
+    spec = pipeline.spec
+    if spec.engine == SKLEARN:
+        pipeline.engine_reason = "engine: sklearn in the pipeline file"
+        return
+    try:
+        _compile(pipeline, samples)
+    except CompileError as error:
+        reason = str(error)
+        pipeline.compiled_features = pipeline.compiled_model = None
+        if spec.engine == ONNX:
+            raise ConfigError(
+                f"{where}: engine 'onnx' cannot serve: {reason}; fix the artifact or set "
+                "engine: auto (falls back to scikit-learn)"
+            ) from None
+        prefix = "" if pipeline.preprocess_hook is not None else "fallback: "
+        pipeline.engine, pipeline.engine_reason = SKLEARN, f"{prefix}{reason}"
+        # A hook is glue code by design, not a failure: say so at info level.
+        level = logging.INFO if pipeline.preprocess_hook is not None else logging.WARNING
+        log.log(level, "pipeline %s: serving through scikit-learn: %s", pipeline.name, reason)
+        return
+    pipeline.engine = ONNX
+    parity = pipeline.parity
+    assert parity is not None
+    pipeline.engine_reason = "compiled: parity passed"
+    log.info(
+        "pipeline %s: serving through onnxruntime (parity max |diff| %.3g on %d rows)",
+        pipeline.name,
+        parity.max_diff,
+        parity.rows,
+    )
+
+
+def _compile(pipeline: Pipeline, samples: list[dict[str, Any]]) -> None:
+    """Fill compiled_features/compiled_model and parity, or raise CompileError saying why."""
+    spec = pipeline.spec
+    if pipeline.preprocess_hook is not None:
+        raise CompileError("the preprocess hook is Python glue code and is not compiled")
+    if pipeline.contract is None:
+        raise CompileError(
+            "no column contract: the first step has no feature_names_in_ (fit it on a DataFrame)"
+        )
+    contract = pipeline.contract
+    if pipeline.transformers:
+        pipeline.compiled_features = compile_features(
+            [item.obj for item in pipeline.transformers], contract
+        )
+    elif contract.problem or any(c.onnx_type == STRING for c in contract.columns.values()):
+        raise CompileError("the model reads non-numeric columns directly")
+    rows = [*samples, *generated_rows(contract)]
+    schema = pipeline._schema_compiled = pipeline.compiled_schema()
+    width = None
+    if pipeline.model is not None:
+        reference = _sklearn_features(pipeline, rows[:1]) if rows else None
+        width = getattr(pipeline.model.obj, "n_features_in_", None)
+        if width is None and reference is not None:
+            width = np.asarray(reference).shape[1]
+        if width is None:
+            raise CompileError("the model does not say how many features it takes")
+        pipeline.compiled_model = compile_model(pipeline.model.obj, spec.method, int(width))
+
+    def sklearn_side(batch: list[dict[str, Any]]) -> Any:
+        features = _sklearn_features(pipeline, batch)
+        if pipeline.model is None:
+            return features
+        return getattr(pipeline.model.obj, spec.method)(features)
+
+    def compiled_side(batch: list[dict[str, Any]]) -> Any:
+        columns, _ = validate_columns(batch, schema, len(batch))
+        features = pipeline._compiled_run(columns)
+        if pipeline.compiled_model is None:
+            return features
+        return pipeline.compiled_model.run(features)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn warns on the unknown categories we send
+        result = compare(sklearn_side, compiled_side, rows, spec.parity_atol)
+    for program in (pipeline.compiled_features, pipeline.compiled_model):
+        if program is not None:
+            program.program.forget()  # the master must not fork with a live session
+    pipeline.parity = result
+    if not result.passed:
+        raise CompileError(
+            f"parity failed (atol {spec.parity_atol:g}): {result.detail}"[:400].replace("\n", " ")
+        )
+
+
+def _sklearn_features(pipeline: Pipeline, rows: list[dict[str, Any]]) -> Any:
+    frame = to_frame(rows, pipeline.schema, max(len(rows), 1))
+    features = pipeline.features(frame)
+    if isinstance(features, pd.DataFrame):
+        return features.to_numpy(dtype=np.float64)
+    return features
+
+
+def _first_out_of_range(columns: dict[str, Any]) -> str | None:
+    limit = float(np.finfo(np.float32).max)
+    for name, values in columns.items():
+        if isinstance(values, np.ndarray) and values.dtype.kind == "f":
+            beyond = np.flatnonzero(np.abs(np.nan_to_num(values)) > limit)
+            if len(beyond):
+                return f"column {name!r}, row {int(beyond[0])}: {_show(values[beyond[0]])}"
+    return None
+
+
+def _show(value: Any) -> str:
+    """A value as the caller wrote it in JSON (99.0 from an integer column shows as 99)."""
+    if isinstance(value, float | np.floating) and float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    if isinstance(value, np.generic):
+        value = value.item()
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 def _dense(value: Any) -> Any:

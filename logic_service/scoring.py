@@ -72,8 +72,8 @@ class Scorer:
     ) -> ScoreResult:
         """Validate -> features -> model (graph or in-process) -> postprocess."""
         start = time.perf_counter()
-        frame = pipeline.frame(data)
-        features = pipeline.features(frame)
+        prepared = pipeline.prepare(data)
+        features = prepared.features
         mark = time.perf_counter()
         timings["preprocess"] = mark - start
         if pipeline.graph_backed:
@@ -83,9 +83,9 @@ class Scorer:
             outputs = pipeline.predict_local(features)
             timings["model"] = time.perf_counter() - mark
         mark = time.perf_counter()
-        data = pipeline.postprocess(outputs, frame)
+        data = pipeline.postprocess(outputs, prepared)
         timings["postprocess"] = time.perf_counter() - mark
-        return ScoreResult(data, len(frame))
+        return ScoreResult(data, prepared.rows)
 
     def _call_graph(self, pipeline: Pipeline, features: Any, request_id: str) -> Any:
         target = pipeline.spec.graph

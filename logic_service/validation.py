@@ -99,6 +99,29 @@ def to_frame(data: Any, schema: InputSchema, max_rows: int) -> pd.DataFrame:
 
 def _closed_frame(data: list | dict, schema: InputSchema) -> pd.DataFrame:
     """Build only the contract's columns, each converted once: no per-column frame edits."""
+    return frame_from_columns(closed_columns(data, schema), schema)
+
+
+def validate_columns(data: Any, schema: InputSchema, max_rows: int) -> tuple[dict[str, Any], int]:
+    """`data` -> ({column: values}, rows) for a closed contract, without building a DataFrame.
+
+    Numeric columns come back as float64 arrays (null -> NaN), the others as lists of
+    scalars; every check (and every 400 message) is the one `to_frame` applies.
+    """
+    rows = _count_rows(data)
+    if rows == 0:
+        raise BadRequestError('"data" is empty: send at least one record')
+    if rows > max_rows:
+        raise BadRequestError(
+            f'"data" has {rows} rows, more than this pipeline\'s max_rows={max_rows}'
+        )
+    if isinstance(data, dict) and not _is_columns(data):
+        data = [data]
+    return closed_columns(data, schema), rows
+
+
+def closed_columns(data: list | dict, schema: InputSchema) -> dict[str, Any]:
+    """The contract's columns from records or an object of columns, each checked once."""
     present = set().union(*data) if isinstance(data, list) else set(data)
     missing = [name for name in schema.columns if name not in present]
     if missing:
@@ -108,8 +131,8 @@ def _closed_frame(data: list | dict, schema: InputSchema) -> pd.DataFrame:
         )
     if isinstance(data, list):
         for row, record in enumerate(data):
-            absent = [name for name in schema.columns if name not in record]
-            if absent:
+            if len(record) < len(schema.columns) or not all(n in record for n in schema.columns):
+                absent = [name for name in schema.columns if name not in record]
                 raise BadRequestError(
                     f"record {row} has no {', '.join(map(repr, absent))}; every record "
                     "needs every column (send null for a missing value)"
@@ -120,19 +143,29 @@ def _closed_frame(data: list | dict, schema: InputSchema) -> pd.DataFrame:
     columns: dict[str, Any] = {}
     for name in schema.columns:
         column = values[name]
+        if schema.kinds.get(name) == NUMBER:
+            columns[name] = _numeric_values(column, name)
+        else:
+            _require_scalars(column, name)
+            columns[name] = column
+    return columns
+
+
+def frame_from_columns(columns: dict[str, Any], schema: InputSchema) -> pd.DataFrame:
+    """The DataFrame the transformers (and hooks) have always received for these columns."""
+    frame: dict[str, Any] = {}
+    for name, column in columns.items():
         kind = schema.kinds.get(name)
         if kind == NUMBER:
-            columns[name] = _numeric_values(column, name)
-            continue
-        _require_scalars(column, name)
-        if kind == CATEGORY:
-            columns[name] = np.array(column, dtype=object)
+            frame[name] = column
+        elif kind == CATEGORY:
+            frame[name] = np.array(column, dtype=object)
         else:  # unknown kind: let pandas infer, as pd.DataFrame(records) would
-            columns[name] = pd.Series(column, dtype=object).infer_objects()
-    return pd.DataFrame(columns)
+            frame[name] = pd.Series(column, dtype=object).infer_objects()
+    return pd.DataFrame(frame)
 
 
-_PLAIN_NUMBERS = (int, float, type(None))
+_PLAIN_NUMBERS = (int, float, type(None))  # exact types: bool is not a number here
 
 
 def _require_scalars(values: list, name: str) -> None:
@@ -145,12 +178,24 @@ def _require_scalars(values: list, name: str) -> None:
 
 
 def _numeric_values(values: list, name: str) -> np.ndarray:
-    if all(isinstance(value, _PLAIN_NUMBERS) for value in values):
-        return np.array(values, dtype=np.float64)  # None -> NaN, bool -> 0/1
+    if all(type(value) in _PLAIN_NUMBERS for value in values):
+        return np.array(values, dtype=np.float64)  # None -> NaN
     return _numeric(pd.Series(values, dtype=object), name).to_numpy()
 
 
 def _numeric(column: pd.Series, name: str) -> pd.Series:
+    kind = column.dtype.kind
+    booleans = (
+        column.map(lambda value: isinstance(value, bool | np.bool_)).to_numpy(dtype=bool)
+        if kind in "bO"
+        else np.zeros(0, dtype=bool)
+    )
+    if booleans.any():
+        row = int(np.flatnonzero(booleans)[0])
+        raise BadRequestError(
+            f"column {name!r}, row {row}: {str(column.iloc[row]).lower()} is a boolean, not a "
+            "number (send a number such as 0 or 1, or null for a missing value)"
+        )
     if pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column.dtype):
         return column.astype(np.float64, copy=False)
     converted = pd.to_numeric(column, errors="coerce")
@@ -171,6 +216,20 @@ def first_null(frame: pd.DataFrame) -> str | None:
         return None
     row, column = np.argwhere(nulls)[0]
     return f"column {frame.columns[column]!r}, row {row}"
+
+
+def first_null_in(columns: dict[str, Any]) -> str | None:
+    """`first_null` for validated columns (float arrays hold NaN for null)."""
+    best: tuple[int, int, str] | None = None
+    for position, (name, values) in enumerate(columns.items()):
+        if isinstance(values, np.ndarray) and values.dtype.kind == "f":
+            nulls = np.flatnonzero(np.isnan(values))
+            row = int(nulls[0]) if len(nulls) else None
+        else:
+            row = next((i for i, value in enumerate(values) if value is None), None)
+        if row is not None and (best is None or (row, position) < best[:2]):
+            best = (row, position, name)
+    return None if best is None else f"column {best[2]!r}, row {best[0]}"
 
 
 def _count_rows(data: Any) -> int:
@@ -214,14 +273,14 @@ def _artifact_columns(obj: Any) -> list[tuple[str, str]]:
             if isinstance(transformer, str):  # "drop" / "passthrough"
                 continue
             kind = _estimator_kind(transformer)
-            for column in _selected_names(selected, names):
+            for column in selected_names(selected, names):
                 kinds[column] = kind
         return [(name, kinds[name]) for name in names]
     kind = _estimator_kind(obj)
     return [(name, kind) for name in names]
 
 
-def _selected_names(selected: Any, names: list[str]) -> list[str]:
+def selected_names(selected: Any, names: list[str]) -> list[str]:
     if isinstance(selected, str | int):
         selected = [selected]
     if isinstance(selected, slice):

@@ -1,8 +1,10 @@
-"""Every manifest in deploy/k8s validates against the Kubernetes schemas, and the two tiers are
-set up to scale and roll out safely.
+"""Every manifest in deploy/k8s, and what kustomize renders from them, validates against the
+Kubernetes schemas; models arrive without hand-copying and pods stop without dropping requests.
 
 Schemas come from the kubernetes-validate wheel (offline), strict mode (unknown fields are
-errors, as `kubectl apply --validate=strict` would report), against a pinned API version.
+errors, as `kubectl apply --validate=strict` would report), against a pinned API version. The
+kustomize output is rendered by tests/deploy/kustomize_lite.py (no kustomize binary is
+installable from PyPI or Debian here).
 """
 
 from __future__ import annotations
@@ -18,11 +20,15 @@ import pytest
 import yaml
 from kubernetes_validate.utils import SchemaNotFoundError
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.deploy.dockerfiles import ROOT, exec_form, final_stage, instructions
+from tests.deploy.kustomize_lite import KustomizeError, render
+
 K8S = ROOT / "deploy" / "k8s"
+GCS = K8S / "gcs"
 K8S_VERSION = "1.31.0"
 KUSTOMIZATION = K8S / "kustomization.yaml"
 MANIFESTS = sorted(path for path in K8S.glob("*.yaml") if path != KUSTOMIZATION)
+BUNDLE = "tiered-serving-kit/bundle"
 
 
 def load(path: Path) -> list[dict]:
@@ -39,16 +45,37 @@ def validation_error(resource: dict) -> str | None:
     return None
 
 
+def by_key(documents: list[dict]) -> dict[tuple[str, str], dict]:
+    found = {}
+    for doc in documents:
+        key = (doc["kind"], doc["metadata"]["name"])
+        assert key not in found, f"{key} defined twice"
+        found[key] = doc
+    return found
+
+
 @pytest.fixture(scope="module")
 def resources() -> dict[tuple[str, str], dict]:
-    """(kind, name) -> resource, across every manifest."""
-    found = {}
-    for path in MANIFESTS:
-        for doc in load(path):
-            key = (doc["kind"], doc["metadata"]["name"])
-            assert key not in found, f"{key} defined twice"
-            found[key] = doc
-    return found
+    """(kind, name) -> resource, across every manifest as written."""
+    return by_key([doc for path in MANIFESTS for doc in load(path)])
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[tuple[str, str], dict]:
+    return by_key(render(K8S))
+
+
+@pytest.fixture(scope="module")
+def rendered_gcs() -> dict[tuple[str, str], dict]:
+    return by_key(render(GCS))
+
+
+def pod(resources: dict, tier: str) -> dict:
+    return resources[("Deployment", tier)]["spec"]["template"]["spec"]
+
+
+def container(resources: dict, tier: str) -> dict:
+    return pod(resources, tier)["containers"][0]
 
 
 @pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: p.name)
@@ -63,9 +90,35 @@ def test_manifest_validates_against_kubernetes_schema(manifest: Path) -> None:
     assert errors == {}
 
 
+@pytest.mark.parametrize("folder", [K8S, GCS], ids=["default", "gcs"])
+def test_kustomize_output_validates_against_kubernetes_schema(folder: Path) -> None:
+    documents = render(folder)
+    assert documents
+    errors = {
+        f"{doc['kind']}/{doc['metadata']['name']}": error
+        for doc in documents
+        if (error := validation_error(doc))
+    }
+    assert errors == {}
+    for doc in documents:
+        assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "tiered-serving-kit"
+
+
+def test_renderer_refuses_what_it_does_not_understand(tmp_path: Path) -> None:
+    (tmp_path / "kustomization.yaml").write_text("resources: []\nreplicas: [{name: x}]\n")
+    with pytest.raises(KustomizeError, match="replicas"):
+        render(tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(
+        "resources: [../k]\n".replace("../k", str(K8S))
+        + "patches:\n  - target: {kind: Deployment, name: nope}\n    patch: '[]'\n"
+    )
+    with pytest.raises(KustomizeError, match="matches nothing"):
+        render(tmp_path)
+
+
 def _misspelled_probe(doc: dict) -> None:
-    container = doc["spec"]["template"]["spec"]["containers"][0]
-    container["readinesProbe"] = container.pop("readinessProbe")
+    c = doc["spec"]["template"]["spec"]["containers"][0]
+    c["readinesProbe"] = c.pop("readinessProbe")
 
 
 def _replicas_as_text(doc: dict) -> None:
@@ -80,9 +133,19 @@ def _container_without_name(doc: dict) -> None:
     del doc["spec"]["template"]["spec"]["containers"][0]["name"]
 
 
+def _pre_stop_as_string(doc: dict) -> None:
+    doc["spec"]["template"]["spec"]["containers"][0]["lifecycle"]["preStop"] = "sleep 5"
+
+
 @pytest.mark.parametrize(
     "breakage",
-    [_misspelled_probe, _replicas_as_text, _unknown_api_version, _container_without_name],
+    [
+        _misspelled_probe,
+        _replicas_as_text,
+        _unknown_api_version,
+        _container_without_name,
+        _pre_stop_as_string,
+    ],
     ids=lambda f: f.__name__,
 )
 def test_validation_rejects_a_broken_copy(
@@ -98,13 +161,59 @@ def test_kustomization_lists_every_manifest() -> None:
     assert sorted(listed) == sorted(path.name for path in MANIFESTS)
 
 
-def test_kustomization_pins_the_images_the_deployments_use(resources: dict) -> None:
+def test_every_image_is_pinned_in_the_kustomization(resources: dict) -> None:
     pinned = {image["name"] for image in yaml.safe_load(KUSTOMIZATION.read_text())["images"]}
     for tier in ("graph", "logic"):
-        image = resources[("Deployment", tier)]["spec"]["template"]["spec"]["containers"][0][
-            "image"
-        ]
-        assert image.rsplit(":", 1)[0] in pinned
+        spec = pod(resources, tier)
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            assert c["image"].rsplit(":", 1)[0] in pinned, c["name"]
+
+
+def test_one_bundle_tag_feeds_both_tiers(rendered: dict) -> None:
+    """The model bundle (models + pipelines) is set in one place: kustomization.yaml's images."""
+    images = {
+        c["image"] for tier in ("graph", "logic") for c in pod(rendered, tier)["initContainers"]
+    }
+    assert len(images) == 1
+    assert images.pop().startswith(BUNDLE + ":")
+
+
+def _mount(spec: dict, c: dict, path: str) -> dict:
+    mount = next(m for m in c["volumeMounts"] if path.startswith(m["mountPath"].rstrip("/") + "/"))
+    return next(v for v in spec["volumes"] if v["name"] == mount["name"])
+
+
+def _bundle_layout() -> dict[str, str]:
+    """What the bundle image holds: /bundle/models and /bundle/pipelines, filled by prepare."""
+    build = final_stage(ROOT / "Dockerfile.convert", "bundle-build")
+    run = " ".join(args for keyword, args in build if keyword == "RUN")
+    return {
+        "models": re.search(r"--models (\S+)", run).group(1),
+        "pipelines": re.search(r"--pipelines (\S+)", run).group(1),
+    }
+
+
+@pytest.mark.parametrize(
+    ("tier", "what", "mount_path"),
+    [("graph", "models", "/models"), ("logic", "pipelines", "/srv/pipelines")],
+)
+def test_init_container_copies_the_bundle_into_the_pod_volume(
+    resources: dict, tier: str, what: str, mount_path: str
+) -> None:
+    spec = pod(resources, tier)
+    (init,) = spec["initContainers"]
+    assert init["command"] == ["cp", "-R", f"{_bundle_layout()[what]}/.", f"{mount_path}/"]
+    init_volume = _mount(spec, init, mount_path + "/x")
+    served_volume = _mount(spec, spec["containers"][0], mount_path + "/x")
+    assert init_volume is served_volume
+    assert "emptyDir" in init_volume, "each pod gets its own copy, no shared volume to fill"
+    served = next(m for m in spec["containers"][0]["volumeMounts"] if m["mountPath"] == mount_path)
+    assert served["readOnly"] is True
+
+
+def test_no_persistent_volume_to_fill_by_hand(resources: dict) -> None:
+    assert not [key for key in resources if key[0] == "PersistentVolumeClaim"]
+    assert "kubectl cp" not in (ROOT / "README.md").read_text()
 
 
 @pytest.mark.parametrize("tier", ["graph", "logic"])
@@ -117,48 +226,50 @@ def test_rolling_update_never_drops_below_serving_capacity(resources: dict, tier
 
 @pytest.mark.parametrize("tier", ["graph", "logic"])
 def test_containers_have_probes_and_resources(resources: dict, tier: str) -> None:
-    for container in resources[("Deployment", tier)]["spec"]["template"]["spec"]["containers"]:
-        assert "readinessProbe" in container
-        assert "livenessProbe" in container
+    spec = pod(resources, tier)
+    for c in spec["containers"]:
+        assert "readinessProbe" in c
+        assert "livenessProbe" in c
+    for c in spec["containers"] + spec["initContainers"]:
         for kind in ("requests", "limits"):
-            assert {"cpu", "memory"} <= set(container["resources"][kind]), (
-                f"{tier}: {kind} needs cpu and memory"
-            )
+            assert {"cpu", "memory"} <= set(c["resources"][kind]), f"{c['name']}: {kind}"
 
 
 def test_logic_readiness_is_ready_and_liveness_is_health(resources: dict) -> None:
-    """A graph outage takes logic pods out of the Service but does not restart them."""
-    container = resources[("Deployment", "logic")]["spec"]["template"]["spec"]["containers"][0]
-    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
-    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    c = container(resources, "logic")
+    assert c["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/health"
 
 
-def pipeline_config(resources: dict) -> dict:
-    return yaml.safe_load(resources[("ConfigMap", "logic-pipelines")]["data"]["pipelines.yaml"])
+def test_graph_readiness_follows_models_config_not_a_name_in_the_manifest(
+    resources: dict,
+) -> None:
+    """The probe asks for every model listed in /models/models.config, so adding a model never
+    means editing this Deployment; no model name is written in it."""
+    c = container(resources, "graph")
+    assert c["readinessProbe"]["exec"]["command"] == ["model-available"]
+    copies = [
+        args
+        for keyword, args in instructions(ROOT / "graph_service/Dockerfile")
+        if keyword == "COPY"
+    ]
+    assert any(args.endswith("/usr/local/bin/model-available") for args in copies)
+    assert "credit" not in json.dumps(resources[("Deployment", "graph")])
+    assert c["volumeMounts"][0]["mountPath"] == "/models"
 
 
-def test_graph_readiness_checks_the_model_status_url(resources: dict) -> None:
-    container = resources[("Deployment", "graph")]["spec"]["template"]["spec"]["containers"][0]
-    probe = " ".join(container["readinessProbe"]["exec"]["command"])
-    model = pipeline_config(resources)["pipelines"][pipeline_config(resources)["default"]]
-    assert f"/v1/models/{model['graph_model']} " in probe
-    assert "AVAILABLE" in probe
+def _dockerfile_command(dockerfile: str) -> list[str]:
+    stage = dict(final_stage(ROOT / dockerfile))
+    return exec_form(stage["ENTRYPOINT"]) + exec_form(stage.get("CMD", "[]"))
 
 
 def test_graph_container_keeps_the_image_entrypoint_that_serves_models_config(
     resources: dict,
 ) -> None:
     """The Deployment only appends flags; ports and models.config come from the image."""
-    container = resources[("Deployment", "graph")]["spec"]["template"]["spec"]["containers"][0]
-    assert "command" not in container
-    entrypoint = next(
-        line
-        for line in re.sub(
-            r"\\\n", " ", (ROOT / "graph_service" / "Dockerfile").read_text()
-        ).splitlines()
-        if line.startswith("ENTRYPOINT")
-    )
-    flags = json.loads(entrypoint.removeprefix("ENTRYPOINT"))
+    c = container(resources, "graph")
+    assert "command" not in c
+    flags = _dockerfile_command("graph_service/Dockerfile")
     for flag in (
         "--port=8500",
         "--rest_api_port=8501",
@@ -166,28 +277,45 @@ def test_graph_container_keeps_the_image_entrypoint_that_serves_models_config(
         "--allow_version_labels_for_unavailable_models=true",  # README's canary step needs it
     ):
         assert flag in flags
-    given = {arg.split("=")[0] for arg in container.get("args", [])}
+    given = {arg.split("=")[0] for arg in c.get("args", [])}
     assert not given & {flag.split("=")[0] for flag in flags}, "args repeat an ENTRYPOINT flag"
-    mount = next(m for m in container["volumeMounts"] if m["name"] == "models")
-    assert mount["mountPath"] == "/models"
 
 
 def test_batching_parameters_are_never_passed_without_enabling_batching(
     resources: dict,
 ) -> None:
     """TF Serving exits at start-up when --batching_parameters_file is set but
-    --enable_batching is not true (model_servers/server.cc: "batching_parameters_file is set
-    without setting enable_batching to true"), so the image's command line and the
-    Deployment's args must carry both flags or neither."""
-    dockerfile = re.sub(r"\\\n", " ", (ROOT / "graph_service" / "Dockerfile").read_text())
-    command: list[str] = []
-    for instruction in ("ENTRYPOINT", "CMD"):
-        line = next(x for x in dockerfile.splitlines() if x.startswith(instruction))
-        command += json.loads(line.removeprefix(instruction))
-    container = resources[("Deployment", "graph")]["spec"]["template"]["spec"]["containers"][0]
-    command += container.get("args", [])
+    --enable_batching is not true (model_servers/server.cc), so the image's command line and
+    the Deployment's args must carry both flags or neither."""
+    command = _dockerfile_command("graph_service/Dockerfile")
+    command += container(resources, "graph").get("args", [])
     if any(arg.startswith("--batching_parameters_file") for arg in command):
         assert "--enable_batching=true" in command, command
+
+
+def test_logic_drains_before_kubernetes_kills_it(resources: dict) -> None:
+    """preStop pause (endpoints removed), then SIGTERM: /ready 503 and gunicorn finishes
+    in-flight requests within LOGIC_GRACEFUL_TIMEOUT; the grace period covers both plus margin."""
+    spec = pod(resources, "logic")
+    c = spec["containers"][0]
+    assert c["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
+    env = {item["name"]: item["value"] for item in c["env"]}
+    graceful = int(env["LOGIC_GRACEFUL_TIMEOUT"])
+    conf = (ROOT / "logic_service" / "gunicorn.conf.py").read_text()
+    assert "LOGIC_GRACEFUL_TIMEOUT" in conf, "gunicorn must read the variable the pod sets"
+    assert spec["terminationGracePeriodSeconds"] >= 5 + graceful + 5
+    assert spec["terminationGracePeriodSeconds"] >= 30
+
+
+def test_graph_pods_leave_the_service_before_tf_serving_stops(resources: dict) -> None:
+    spec = pod(resources, "graph")
+    assert spec["containers"][0]["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
+    assert spec["terminationGracePeriodSeconds"] > 5
+
+
+def test_graph_service_exposes_grpc_and_rest(resources: dict) -> None:
+    ports = {p["name"]: p["port"] for p in resources[("Service", "graph")]["spec"]["ports"]}
+    assert ports == {"grpc": 8500, "http": 8501}
 
 
 @pytest.mark.parametrize("tier", ["graph", "logic"])
@@ -210,38 +338,35 @@ def test_disruption_budget_and_service_select_the_tier_pods(resources: dict, tie
     service = resources[("Service", tier)]["spec"]
     assert service["selector"].items() <= pod_labels.items()
     container_ports = {
-        port["name"]
-        for container in resources[("Deployment", tier)]["spec"]["template"]["spec"]["containers"]
-        for port in container["ports"]
+        port["name"] for c in pod(resources, tier)["containers"] for port in c["ports"]
     }
     assert {port["targetPort"] for port in service["ports"]} <= container_ports
 
 
-def test_configmap_holds_the_example_pipeline_config_with_in_cluster_addresses(
+def test_logic_reads_the_bundle_pipeline_file_and_calls_the_graph_service(
     resources: dict,
 ) -> None:
-    in_cluster = pipeline_config(resources)
-    local = yaml.safe_load((ROOT / "examples" / "credit" / "pipelines.yaml").read_text())
-    assert in_cluster["graph_service_url"] == "http://graph:8501"
-    assert in_cluster["default"] == local["default"]
-    assert in_cluster["pipelines"].keys() == local["pipelines"].keys()
-    for name, pipeline in local["pipelines"].items():
-        assert in_cluster["pipelines"][name]["graph_model"] == pipeline["graph_model"]
-        # Dockerfile.logic bakes the example folder into /srv/pipelines.
-        assert in_cluster["pipelines"][name]["transformer"] == (
-            f"/srv/pipelines/{pipeline['transformer']}"
-        )
-
-
-def test_logic_reads_its_config_from_the_configmap_mount(resources: dict) -> None:
-    pod = resources[("Deployment", "logic")]["spec"]["template"]["spec"]
-    container = pod["containers"][0]
-    config_path = Path(container["args"][container["args"].index("--config") + 1])
-    volume = next(
-        v for v in pod["volumes"] if v.get("configMap", {}).get("name") == "logic-pipelines"
-    )
-    mount = next(m for m in container["volumeMounts"] if m["name"] == volume["name"])
-    assert config_path.parent == Path(mount["mountPath"])
-    assert config_path.name in resources[("ConfigMap", "logic-pipelines")]["data"]
-    env = {item["name"]: item["value"] for item in container["env"]}
+    spec = pod(resources, "logic")
+    c = spec["containers"][0]
+    config_path = c["args"][c["args"].index("--config") + 1]
+    assert config_path == "/srv/pipelines/pipelines.yaml"
+    assert "emptyDir" in _mount(spec, c, config_path)
+    env = {item["name"]: item["value"] for item in c["env"]}
     assert env["GRAPH_SERVICE_URL"] == "http://graph:8501"
+
+
+def test_gcs_overlay_serves_gs_base_paths_without_the_bundle_models(rendered_gcs: dict) -> None:
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    graph = pod(rendered_gcs, "graph")
+    assert "initContainers" not in graph
+    volume = _mount(graph, graph["containers"][0], "/models/models.config")
+    config_map = rendered_gcs[("ConfigMap", volume["configMap"]["name"])]
+    parsed = text_format.Parse(
+        config_map["data"]["models.config"], model_server_config_pb2.ModelServerConfig()
+    )
+    paths = [entry.base_path for entry in parsed.model_config_list.config]
+    assert paths and all(path.startswith("gs://") for path in paths)
+    # The logic tier still takes pipelines.yaml and transformers from the bundle.
+    assert pod(rendered_gcs, "logic")["initContainers"][0]["image"].startswith(BUNDLE)

@@ -22,6 +22,8 @@ def test_help_names_tensorflow_model_server_flags(capsys):
         "--rest_api_timeout_in_ms",
         "--model_name",
         "--model_base_path",
+        "--model_max_inflight",
+        "/monitoring/prometheus/metrics",
     ):
         assert flag in text
 
@@ -68,6 +70,7 @@ def test_bool_flags_take_tf_serving_forms(tmp_path, flag, expected):
         (["--model_name=m", "--model_base_path=/nonexistent"], "no such folder"),
         (["--model_name=../x", "--model_base_path=."], "invalid model name"),
         (["--model_name=m", "--model_base_path=.", "--rest_api_port=70000"], "--rest_api_port"),
+        (["--model_name=m", "--model_base_path=.", "--model_max_inflight=-1"], "0 (auto)"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(capsys, argv, fragment):

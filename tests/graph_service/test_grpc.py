@@ -377,7 +377,9 @@ def test_get_model_status(models):
             "Sent extra: {y}. Missing but required: {}.",
         ),
         ({"inputs": {"x": np.array([b"a", b"b"])}}, "INVALID_ARGUMENT", ""),
-        ({"inputs": {"x": np.ones((2, 5), np.float32)}}, "INVALID_ARGUMENT", ""),
+        # The graph, not the server, decides shapes (TF Serving feeds by tensor name): a
+        # rank-1 x breaks reduce_sum over axis 1, so TensorFlow itself refuses it.
+        ({"inputs": {"x": np.ones(5, np.float32)}}, "INVALID_ARGUMENT", "reduction dim"),
     ],
 )
 def test_predict_errors_carry_tf_serving_codes(predictions, request_args, code, details):
@@ -602,7 +604,9 @@ def test_sigterm_lets_a_call_in_flight_finish_then_frees_the_port(tmp_path):
                 assert not in_flight.done()
                 process.process.send_signal(signal.SIGTERM)
                 refused = wait_for_refusal(address, lambda stub: spin(stub, 1))
-                assert refused == grpc.StatusCode.UNAVAILABLE
+                # UNAVAILABLE once the port is closed; a call that reached the server in the
+                # instant it began stopping, before a handler took it, is CANCELLED by gRPC.
+                assert refused in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
                 assert not in_flight.done()  # refused while the earlier call still runs
                 answer = in_flight.result(timeout=60)
         assert list(answer.outputs["iterations_run"].int_val) == [iterations]

@@ -7,7 +7,7 @@ import pytest
 
 from converters.cli.convert_h5 import main as convert_h5
 from converters.models_config import ModelsConfig, resolve_base_path
-from graph_service.errors import InvalidArgumentError
+from graph_service.errors import ServingError
 from graph_service.metadata import model_metadata
 from graph_service.servable import LoadError, load_servable
 
@@ -47,14 +47,14 @@ def test_converted_model_serves_its_keras_predictions(converted):
     assert meta["serving_default"]["inputs"][key]["tensor_shape"]["dim"][0]["size"] == "-1"
 
 
-def test_shape_mismatch_is_refused_before_tensorflow_runs(converted):
+def test_shape_the_graph_refuses_is_the_runtimes_invalid_argument(converted):
+    """Issue 11.3: no shape check of our own; the graph decides, and its message is kept."""
     _, models = converted
     servable = load_servable("credit", 1, models / "credit" / "1")
     (key,) = servable.input_dtypes("serving_default")
-    with pytest.raises(
-        InvalidArgumentError, match=r"shape \[2,4\] but the signature expects \[-1,5\]"
-    ):
+    with pytest.raises(ServingError, match=r"Matrix size-incompatible: In\[0\]: \[2,4\]") as info:
         servable.run("serving_default", {key: np.zeros((2, 4), np.float32)})
+    assert info.value.code == "INVALID_ARGUMENT" and info.value.http_status == 400
 
 
 def test_garbage_saved_model_is_a_load_error(tmp_path):

@@ -20,6 +20,7 @@ from logic_service.errors import ConfigError
 from logic_service.settings import Settings
 from tests.fixtures.sklearn_artifacts import (
     CHURN_COLUMNS,
+    COMPILED_RTOL,
     CREDIT_COLUMNS,
     OLD_SKLEARN,
     churn_records,
@@ -107,16 +108,18 @@ def test_scores_equal_the_offline_computation_for_every_data_shape(
     columns = {name: [r[name] for r in records] for name in CREDIT_COLUMNS}
     for data in (records, columns):
         scores = _ok(client.post("/get_score", json={"model": "credit_lr", "data": data}))
-        np.testing.assert_allclose(scores, offline, rtol=1e-12)
+        np.testing.assert_allclose(scores, offline, rtol=COMPILED_RTOL)
     single = _ok(client.post("/get_score", json={"model": "credit_lr", "data": records[0]}))
-    np.testing.assert_allclose(single, offline[:1], rtol=1e-12)
+    np.testing.assert_allclose(single, offline[:1], rtol=COMPILED_RTOL)
 
 
 def test_routing_by_model_field(client, sklearn_artifacts) -> None:
     records = credit_records(3)
     features = sklearn_artifacts.credit_features(records)
     skops = _ok(client.post("/get_score", json={"model": "credit_skops", "data": records}))
-    np.testing.assert_allclose(skops, sklearn_artifacts.sk_model.decision_function(features))
+    np.testing.assert_allclose(
+        skops, sklearn_artifacts.sk_model.decision_function(features), rtol=COMPILED_RTOL
+    )
     message = _error(client.post("/get_score", json={"data": records}), 400)
     assert "several pipelines" in message and "credit_lr" in message
     message = _error(client.post("/get_score", json={"model": "credit", "data": records}), 404)
@@ -319,4 +322,4 @@ def test_frame_handles_missing_age_like_the_transformer(sklearn_artifacts, clien
         sklearn_artifacts.transformer.transform(pd.DataFrame(records))
     )
     data = _ok(client.post("/get_score", json={"model": "credit_lr", "data": records}))
-    np.testing.assert_allclose(data, offline, rtol=1e-12)
+    np.testing.assert_allclose(data, offline, rtol=COMPILED_RTOL)

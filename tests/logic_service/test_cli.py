@@ -14,7 +14,12 @@ import requests
 
 from logic_service.cli import main
 from tests.fixtures.servers import free_port, script
-from tests.fixtures.sklearn_artifacts import CREDIT_COLUMNS, OLD_SKLEARN, credit_records
+from tests.fixtures.sklearn_artifacts import (
+    COMPILED_RTOL,
+    CREDIT_COLUMNS,
+    OLD_SKLEARN,
+    credit_records,
+)
 from tests.logic_service.conftest import start_logic_service
 from tests.logic_service.test_app import service_document
 
@@ -50,7 +55,7 @@ def test_scores_through_gunicorn_equal_offline(server, sklearn_artifacts) -> Non
         body = response.json()
         assert response.status_code == 200, body
         assert body["msg"] == "Successful!" and body["code"] == 200
-        np.testing.assert_allclose(body["data"], offline, rtol=1e-12)
+        np.testing.assert_allclose(body["data"], offline, rtol=COMPILED_RTOL)
 
 
 def test_thousand_concurrent_requests_without_error(server, sklearn_artifacts) -> None:
@@ -74,7 +79,7 @@ def test_thousand_concurrent_requests_without_error(server, sklearn_artifacts) -
                 elif response.headers["X-Request-ID"] != f"load-{i}":
                     problems.append(f"{i}: request id {response.headers['X-Request-ID']}")
                 elif not np.allclose(
-                    response.json()["data"], expected[[i % 50, (i + 1) % 50]], rtol=1e-12
+                    response.json()["data"], expected[[i % 50, (i + 1) % 50]], rtol=COMPILED_RTOL
                 ):
                     problems.append(f"{i}: wrong scores")
         return problems

@@ -67,3 +67,45 @@ def test_score_envelope_and_request_decoding() -> None:
         decode_score_request(b'{"rows": []}', "application/json")
     with pytest.raises(BadRequestError, match="not valid JSON"):
         decode_score_request(b"{", None)
+
+
+def test_string_inputs_are_sent_not_crashed_on() -> None:
+    """Issue 11: object arrays (DT_STRING) used to reach orjson and end in a 500."""
+    body = orjson.loads(
+        encode_predict_request("s", {"city": np.array([["Paris"], ["Zürich"]], dtype=object)})
+    )
+    assert body["inputs"]["city"] == [["Paris"], ["Zürich"]]
+
+
+def test_nan_and_infinity_in_graph_answers_are_read() -> None:
+    """TF Serving writes non-finite outputs as bare literals; that is an answer, not a 502."""
+    out = decode_predict_response(b'{"outputs": [[NaN], [Infinity], [-Infinity]]}', None)
+    assert np.isnan(out[0, 0]) and out[1, 0] == np.inf and out[2, 0] == -np.inf
+
+
+def _metadata(dtype: str) -> dict:
+    dims = {"dim": [{"size": "-1"}], "unknown_rank": False}
+    spec = {"dtype": dtype, "tensor_shape": dims, "name": "n:0"}
+    sig = {"inputs": {"n": spec}, "outputs": {"y": {**spec, "dtype": "DT_FLOAT"}}}
+    return {"metadata": {"signature_def": {"signature_def": {"serving_default": sig}}}}
+
+
+@pytest.mark.parametrize(
+    ("tf_name", "numpy_type"), [("DT_UINT32", np.uint32), ("DT_UINT64", np.uint64)]
+)
+def test_unsigned_inputs_keep_their_dtype(tf_name: str, numpy_type: type) -> None:
+    """Unknown types used to become float32, which the graph then refused on every request."""
+    assert decode_signature(_metadata(tf_name), "serving_default").inputs["n"].dtype == numpy_type
+
+
+def test_an_input_dtype_json_cannot_carry_is_named() -> None:
+    with pytest.raises(GraphRejectedError, match="DT_COMPLEX64"):
+        decode_signature(_metadata("DT_COMPLEX64"), "serving_default")
+
+
+def test_output_dtypes_from_the_signature_are_applied() -> None:
+    body = b'{"outputs": {"n": [4294967295], "s": ["a"]}}'
+    out = decode_predict_response(body, None, {"n": "DT_UINT32", "s": "DT_STRING"})
+    assert out["n"].dtype == np.uint32 and out["s"].tolist() == [b"a"]
+    with pytest.raises(GraphRejectedError, match="does not fit its signature"):
+        decode_predict_response(b'{"outputs": {"n": [-1]}}', "n", {"n": "DT_UINT32"})

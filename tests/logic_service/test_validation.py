@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from logic_service.errors import BadRequestError
-from logic_service.validation import CATEGORY, NUMBER, infer_schema, to_frame
+from logic_service.validation import (
+    CATEGORY,
+    NUMBER,
+    frame_from_columns,
+    infer_schema,
+    to_frame,
+    validate_columns,
+)
 from tests.fixtures.sklearn_artifacts import CREDIT_COLUMNS, credit_records
 
 
@@ -66,6 +74,14 @@ def test_extra_columns_are_dropped_and_order_follows_training(schema) -> None:
             "column 'region', row 1: {'name': 'n'} is not a single value",
         ),
         ({"age": [1], "income": [2], "region": ["n"]}, "missing column(s) 'channel'"),
+        (
+            [{"age": True, "income": 2, "region": "n", "channel": "a"}],
+            "column 'age', row 0: true is a boolean, not a number",
+        ),
+        (
+            {"age": [1, 2], "income": [3, False], "region": ["n", "s"], "channel": ["a", "b"]},
+            "column 'income', row 1: false is a boolean, not a number",
+        ),
         ("text", "must be a list of records"),
         ([1, 2], "must hold records"),
         ({"age": [1, 2], "income": [1]}, "different lengths"),
@@ -114,3 +130,23 @@ def test_declared_columns_only_keep_the_rest_for_the_hook() -> None:
     assert frame["balance"].iloc[0] == 12.5
     with pytest.raises(BadRequestError, match="missing column"):
         to_frame([{"geography": "Spain"}], schema, 10)
+
+
+def test_booleans_are_refused_in_declared_numeric_columns_too() -> None:
+    """`true` used to be scored as 1: a caller's type confusion must be a 400 instead."""
+    schema = infer_schema([], {"balance": "number"})
+    with pytest.raises(BadRequestError, match="column 'balance', row 0: true is a boolean"):
+        to_frame([{"balance": True, "geography": "Spain"}], schema, 10)
+
+
+def test_validate_columns_builds_no_frame_and_keeps_the_messages(schema) -> None:
+    records = credit_records(3)
+    columns, rows = validate_columns(records, schema, 10)
+    assert rows == 3 and list(columns) == CREDIT_COLUMNS
+    assert columns["age"].dtype == np.float64 and columns["region"] == [
+        r["region"] for r in records
+    ]
+    frame = frame_from_columns(columns, schema)
+    assert frame.equals(to_frame(records, schema, 10))
+    with pytest.raises(BadRequestError, match="record 1 has no 'age'"):
+        validate_columns([records[0], {"income": 1, "region": "n", "channel": "a"}], schema, 10)
