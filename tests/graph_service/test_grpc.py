@@ -452,6 +452,88 @@ def test_grpc_errors_never_harm_rest_or_the_server(server, predictions):
     assert list(good.outputs["score"].float_val) == [6.0, 15.0]
 
 
+# ----------------------------------------------------------------------------- model slots
+
+
+def _metric(server, series: str) -> float:
+    text = requests.get(server.url + "/monitoring/prometheus/metrics", timeout=10).text
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def _wait_until(check, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def one_slot(tmp_path_factory):
+    """`spin` (the request sets its cost) with one call slot, REST and gRPC on free ports."""
+    root = tmp_path_factory.mktemp("grpc_slots")
+    write_spin_savedmodel(root / "models" / "spin" / "1")
+    write_models_config(root / "models" / "models.config", {"spin": ""})
+    grpc_port = free_port()
+    process = start_graph_service(
+        root / "models" / "models.config",
+        root / "logs",
+        extra_args=[f"--port={grpc_port}", "--model_max_inflight=1"],
+    )
+    process.grpc_address = f"127.0.0.1:{grpc_port}"
+    try:
+        with grpc.insecure_channel(process.grpc_address) as chan:
+            process.stub = prediction_service_pb2_grpc.PredictionServiceStub(chan)
+            process.stub.Predict(_spin_request(1), timeout=TIMEOUT)  # warm the graph
+            yield process
+    finally:
+        process.stop()
+
+
+def _spin_request(iterations: int) -> predict_pb2.PredictRequest:
+    return predict_request("spin", {"iterations": np.array([iterations], np.int32)})
+
+
+def _rest_spin(server, iterations: int) -> requests.Response:
+    return requests.post(
+        server.url + "/v1/models/spin:predict", json={"instances": [iterations]}, timeout=120
+    )
+
+
+def test_grpc_call_on_a_full_model_is_resource_exhausted(one_slot):
+    """REST and gRPC share a model's slots: while a REST call holds spin's only slot, a gRPC
+    call is refused RESOURCE_EXHAUSTED (REST's 429) with the limit named, and is counted."""
+    refused_series = (
+        ':tensorflow:serving:request_count{model_name="spin",status="RESOURCE_EXHAUSTED"}'
+    )
+    before = _metric(one_slot, refused_series)
+    with ThreadPoolExecutor(1) as pool:
+        long_call = pool.submit(_rest_spin, one_slot, 6000)
+        _wait_until(lambda: _metric(one_slot, 'graph_model_inflight_calls{model_name="spin"}') == 1)
+        error = rpc_error(one_slot.stub.Predict, _spin_request(1))
+        assert not long_call.done(), "the REST call ended before the gRPC call was refused"
+        assert long_call.result().status_code == 200
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error.details()
+    assert "limit (--model_max_inflight=1)" in error.details()
+    assert _metric(one_slot, refused_series) == before + 1
+    answer = one_slot.stub.Predict(_spin_request(1), timeout=TIMEOUT)  # the slot came back
+    assert list(answer.outputs["iterations_run"].int_val) == [1]
+
+
+def test_rest_call_on_a_model_full_of_grpc_calls_is_429(one_slot):
+    """The other way round: a gRPC call in the slot makes REST answer 429."""
+    with ThreadPoolExecutor(1) as pool:
+        long_call = pool.submit(one_slot.stub.Predict, _spin_request(6000), timeout=120)
+        _wait_until(lambda: _metric(one_slot, 'graph_model_inflight_calls{model_name="spin"}') == 1)
+        refused = _rest_spin(one_slot, 1)
+        assert not long_call.done(), "the gRPC call ended before the REST call was refused"
+        assert list(long_call.result().outputs["iterations_run"].int_val) == [6000]
+    assert refused.status_code == 429, refused.text
+    assert "limit (--model_max_inflight=1)" in refused.json()["error"]
+
+
 # ----------------------------------------------------------------------------- reload
 
 

@@ -62,6 +62,7 @@ def test_no_loadable_version_exits_4_with_the_reason(tmp_path, layout, reason):
             script("graph-service"),
             f"--model_config_file={config}",
             f"--rest_api_port={free_port()}",
+            f"--port={free_port()}",
         ],
         capture_output=True,
         text=True,
