@@ -1,6 +1,9 @@
 # Everything runs from the project's own virtual environment; the only prerequisites are
-# Python 3.11 and make.
-PYTHON ?= python3.11
+# Python (3.11, 3.12 or 3.13) and make. The first of those that runs is used; PYTHON= overrides.
+SUPPORTED_PYTHONS := python3.11 python3.12 python3.13
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(firstword $(foreach p,$(SUPPORTED_PYTHONS),$(shell $(p) -c 'import sys' >/dev/null 2>&1 && echo $(p))))
+endif
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -14,13 +17,14 @@ DURATION ?= 30s
 PIPELINE ?=
 OUT      ?= run/loadtest
 
-.PHONY: help install test lint format up demo bench bench-graph bench-logic bench-venv loadtest clean
+.PHONY: help install test test-faults test-faults-full lint format up demo bench bench-graph bench-logic bench-venv loadtest clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 $(BIN)/python:
-	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run 'make PYTHON=/path/to/python3.11'"; exit 2; }
+	@test -n "$(PYTHON)" || { echo "none of $(SUPPORTED_PYTHONS) found on PATH: install Python 3.11, 3.12 or 3.13, or run 'make PYTHON=/path/to/python3'"; exit 2; }
+	@$(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' 2>/dev/null || { echo "$(PYTHON) is not Python 3.11, 3.12 or 3.13 (or not found); run 'make PYTHON=/path/to/python3.12'"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
@@ -35,6 +39,12 @@ test: $(STAMP)  ## lint, then the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+test-faults: $(STAMP)  ## the fault suite, bounded slice (CI): tiers killed, frozen, drained, fuzzed
+	FAULT_REPORT=run/fault-report.txt $(BIN)/python -m pytest -m fault tests/faults
+
+test-faults-full: $(STAMP)  ## the fault suite in full: 20,000-request memory run, 10x the fuzzing
+	FAULT_FULL=1 FAULT_REPORT=run/fault-report-full.txt $(BIN)/python -m pytest -m fault tests/faults
 
 lint: $(STAMP)  ## ruff lint and format check
 	$(BIN)/ruff check .

@@ -210,7 +210,7 @@ def _as_comparable(value: np.ndarray) -> np.ndarray:
     return value
 
 
-def _max_abs_diff(expected: np.ndarray, actual: np.ndarray, key: str, loader: str) -> float:
+def max_abs_diff(expected: np.ndarray, actual: np.ndarray, key: str, loader: str) -> float:
     expected, actual = _as_comparable(expected), _as_comparable(actual)
     if expected.shape != actual.shape:
         raise VerificationError(
@@ -278,7 +278,7 @@ def verify_export(
                     f"{sorted(expected)}"
                 )
             for key, value in expected.items():
-                diff = _max_abs_diff(value, actual[key], key, loader)
+                diff = max_abs_diff(value, actual[key], key, loader)
                 report.record(key, value.dtype, diff, atol)
     if not report.ok:
         worst = [p for p in report.outputs.values() if not p.ok]
@@ -290,3 +290,23 @@ def verify_export(
             "check custom layers and inference-mode behaviour, or raise --atol if expected"
         )
     return report
+
+
+def constant_outputs(
+    reference: Reference,
+    specs: Mapping[str, InputSpec],
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
+    batch: int = 3,
+) -> list[str]:
+    """Outputs that come out identical for two different random batches of inputs.
+
+    A prediction changes when its inputs do; one that does not reads only constants (a
+    metric of the weights, a tensor the inputs never reach) and would serve one number.
+    """
+    first = reference(random_inputs(specs, batch, shapes, seed=101))
+    second = reference(random_inputs(specs, batch, shapes, seed=202))
+    return sorted(
+        key
+        for key, value in first.items()
+        if np.array_equal(_as_comparable(value), _as_comparable(second[key]))
+    )

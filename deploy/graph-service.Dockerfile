@@ -19,6 +19,7 @@ RUN mkdir graph_service \
     && pip uninstall --yes tiered-serving-kit
 COPY graph_service/ graph_service/
 COPY converters/ converters/
+COPY tfs_protocol/ tfs_protocol/
 RUN pip install --no-cache-dir --no-deps .
 
 FROM ${PYTHON_IMAGE}

@@ -17,6 +17,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from logic_service.codecs import decode_score_request, encode_body, encode_score_response
 from logic_service.config import ServiceConfig, load_config
+from logic_service.drain import refuse_if_draining
 from logic_service.errors import ConfigError, GraphUnavailableError, register_error_handlers
 from logic_service.graph_client import GraphClient
 from logic_service.metrics import Metrics
@@ -128,6 +129,7 @@ def health() -> Response:
 @routes.get("/ready")
 def ready() -> Response:
     """Readiness: every graph-backed model AVAILABLE and its signature read."""
+    refuse_if_draining(request.environ)
     readiness = _state().scorer.readiness()
     if not readiness.ready:
         failing = "; ".join(

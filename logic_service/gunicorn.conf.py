@@ -7,27 +7,59 @@ Every value can be overridden from the environment (LOGIC_BIND, LOGIC_WORKERS, .
 
 import os
 import shutil
+import sys
 import tempfile
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _fail(message: str) -> None:
+    """One line and exit 2, as for every other bad setting; gunicorn would print a traceback."""
+    sys.stderr.write(f"logic-service: error: {message}\n")
+    sys.exit(2)
+
+
+def _whole(name: str, default: int, minimum: int, meaning: str) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        _fail(
+            f"{name}={raw!r} must be a whole number >= {minimum} ({meaning}), e.g. {name}={default}"
+        )
+    return value
+
 
 # Defaults sized for a 2-core box: 2 processes x 4 threads. The per-request work is short
 # numpy/pandas calls plus waiting on the graph tier, so threads cover the I/O wait.
 bind = os.environ.get("LOGIC_BIND", "0.0.0.0:5000")
-workers = int(os.environ.get("LOGIC_WORKERS", "2"))
-threads = int(os.environ.get("LOGIC_THREADS", "4"))
-worker_class = "gthread"
+workers = _whole("LOGIC_WORKERS", 2, 1, "worker processes")
+threads = _whole("LOGIC_THREADS", 4, 1, "request threads per worker")
+# gthread plus reserved threads for GET /health and GET /ready, so probes never queue behind
+# requests waiting on the graph tier, and a SIGTERM drain that refuses new connections.
+worker_class = "logic_service.worker.ProbeLaneWorker"
 # Load pipelines once in the master; workers share the artifacts' pages copy-on-write, and a
 # broken artifact stops the start instead of crash-looping workers.
 preload_app = True
 wsgi_app = "logic_service.app:create_app()"
-timeout = int(os.environ.get("LOGIC_WORKER_TIMEOUT", "60"))
-graceful_timeout = int(os.environ.get("LOGIC_GRACEFUL_TIMEOUT", "20"))
-keepalive = int(os.environ.get("LOGIC_KEEPALIVE", "5"))
-accesslog = os.environ.get("LOGIC_ACCESS_LOG", "-")
+timeout = _whole("LOGIC_WORKER_TIMEOUT", 60, 0, "seconds before a silent worker is restarted")
+# SIGTERM: requests already received get this long to finish; a supervisor must wait longer
+# (scripts/stack.py waits graceful_timeout + 10 s; Kubernetes terminationGracePeriodSeconds).
+graceful_timeout = _whole("LOGIC_GRACEFUL_TIMEOUT", 20, 0, "seconds a stopping worker drains")
+keepalive = _whole("LOGIC_KEEPALIVE", 5, 0, "seconds an idle keep-alive connection stays open")
+# LOGIC_ACCESS_LOG= (empty) turns the access log off; the JSON request log stays.
+accesslog = os.environ.get("LOGIC_ACCESS_LOG", "-") or None
 errorlog = "-"
 # No runtime control socket: several instances share a host in tests and the container's
 # filesystem is read-only for the service user.
 control_socket_disable = True
-loglevel = os.environ.get("LOGIC_LOG_LEVEL", "info")
+loglevel = os.environ.get("LOGIC_LOG_LEVEL", "info").strip().lower()
+if loglevel not in LOG_LEVELS:
+    _fail(f"LOGIC_LOG_LEVEL={loglevel!r} must be one of {', '.join(LOG_LEVELS)}")
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms id=%({x-request-id}o)s'
 
 # Prometheus multiprocess mode: the directory must exist, be empty, and be in the environment

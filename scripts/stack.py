@@ -8,11 +8,18 @@
        (files named bad_*.json must be refused with a 4xx, the others scored).
 
 Models go to ./models (models/models.config is what compose mounts at /models), logs to ./run.
+graph-service gets the REST port and the gRPC port (--port, as TF Serving's flags).
+
+Stopping: SIGTERM goes to each service's whole process group (gunicorn master and workers),
+logic tier first so its drain still reaches a live graph tier; a group still running after
+the stop grace (gunicorn's graceful timeout + 10 s) is killed. A Ctrl-C/SIGTERM that arrives
+while a service is being started takes effect once the child is recorded, so none is orphaned.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -20,7 +27,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -30,7 +37,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-STOP_GRACE_SECONDS = 20
+# gunicorn's graceful timeout (logic_service/gunicorn.conf.py) plus margin to exit.
+DEFAULT_GRACEFUL_TIMEOUT = 20
+STOP_MARGIN_SECONDS = 10
 LOG_TAIL_LINES = 25
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -52,9 +61,11 @@ class Settings:
     run_dir: Path
     host: str
     graph_port: int
+    grpc_port: int
     logic_port: int
     timeout: float
     config_poll_seconds: int
+    stop_grace: float
 
     @property
     def pipelines(self) -> Path:
@@ -191,10 +202,48 @@ def ensure_converted(settings: Settings, name: str) -> None:
     )
 
 
-def start(name: str, argv: Sequence[str], settings: Settings, env: dict[str, str]) -> Child:
+class StopSignals:
+    """Ctrl-C/SIGTERM handling that never interrupts a start between spawn and record.
+
+    Outside `deferred()` the handler raises Shutdown wherever the main code is (waits,
+    training); inside it the handler only notes the signal, and Shutdown is raised when the
+    block ends, after the started child is in the list `stop` walks.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._deferring = False
+
+    def handle(self, _signum: int, _frame: FrameType | None) -> None:
+        self.requested = True
+        if not self._deferring:
+            raise Shutdown
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
+        if self.requested:
+            raise Shutdown
+
+
+def start(
+    name: str,
+    argv: Sequence[str],
+    settings: Settings,
+    env: dict[str, str],
+    *,
+    children: list[Child],
+    signals: StopSignals,
+) -> Child:
+    """Start a service in its own process group and record it in `children` at once."""
     log_path = settings.run_dir / f"{name}.log"
-    with log_path.open("wb") as log:
-        # Own process group: Ctrl-C reaches only this script, which then stops the children in order.
+    with signals.deferred(), log_path.open("wb") as log:
+        # Own process group: Ctrl-C reaches only this script, which then stops the children
+        # in order, and `stop` can signal a service with all the processes it forked.
         process = subprocess.Popen(
             list(argv),
             stdout=log,
@@ -202,7 +251,9 @@ def start(name: str, argv: Sequence[str], settings: Settings, env: dict[str, str
             env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
             process_group=0,
         )
-    return Child(name, process, log_path)
+        child = Child(name, process, log_path)
+        children.append(child)
+    return child
 
 
 def wait_until(child: Child, url: str, ready: Callable[[requests.Response], bool], timeout: float):
@@ -233,7 +284,7 @@ def model_available(response: requests.Response) -> bool:
     return any(status.get("state") == "AVAILABLE" for status in statuses)
 
 
-def start_stack(settings: Settings, name: str, children: list[Child]) -> None:
+def start_stack(settings: Settings, name: str, children: list[Child], signals: StopSignals) -> None:
     """Start graph then logic, appending each to `children` so the caller can always stop them."""
     graph = start(
         "graph",
@@ -243,6 +294,8 @@ def start_stack(settings: Settings, name: str, children: list[Child]) -> None:
             str(settings.models_config),
             "--rest_api_port",
             str(settings.graph_port),
+            "--port",
+            str(settings.grpc_port),
             "--model_config_file_poll_wait_seconds",
             str(settings.config_poll_seconds),
             # As the production image (graph_service/Dockerfile): a label may name a version
@@ -251,8 +304,9 @@ def start_stack(settings: Settings, name: str, children: list[Child]) -> None:
         ],
         settings,
         {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0"},
+        children=children,
+        signals=signals,
     )
-    children.append(graph)
     print(f"starting graph-service on {settings.graph_url} (log: {graph.log_path})", flush=True)
     wait_until(graph, f"{settings.graph_url}/v1/models/{name}", model_available, settings.timeout)
 
@@ -267,25 +321,42 @@ def start_stack(settings: Settings, name: str, children: list[Child]) -> None:
         ],
         settings,
         {"GRAPH_SERVICE_URL": settings.graph_url},
+        children=children,
+        signals=signals,
     )
-    children.append(logic)
     print(f"starting logic-service on {settings.logic_url} (log: {logic.log_path})", flush=True)
     wait_until(
         logic, f"{settings.logic_url}/ready", lambda r: r.status_code == 200, settings.timeout
     )
 
 
-def stop(children: list[Child]) -> None:
-    """SIGTERM the logic tier first (it drains against a live graph), then the graph tier."""
+def signal_group(child: Child, sig: int) -> bool:
+    """Send `sig` to the child's whole process group; False when the group is gone."""
+    try:
+        os.killpg(child.process.pid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def stop(children: list[Child], grace: float) -> None:
+    """SIGTERM the logic tier's group first (it drains against a live graph), then the graph's.
+
+    A group still running `grace` seconds later is killed, and so is anything left in it
+    after its leader exited (a worker whose master died), so no process outlives `stop`.
+    """
     for child in reversed(children):
-        if child.process.poll() is None:
-            child.process.send_signal(signal.SIGTERM)
+        signal_group(child, signal.SIGTERM)
         try:
-            child.process.wait(STOP_GRACE_SECONDS)
-        except (subprocess.TimeoutExpired, KeyboardInterrupt):
-            print(f"{child.name} did not stop on SIGTERM; killing it", flush=True)
+            child.process.wait(grace)
+        except subprocess.TimeoutExpired:
+            print(
+                f"{child.name} did not stop within {grace:.0f}s of SIGTERM; killing it", flush=True
+            )
             child.process.kill()
             child.process.wait()
+        if signal_group(child, signal.SIGKILL):
+            print(f"{child.name}: killed processes left in its group", flush=True)
 
 
 def request_files(settings: Settings) -> list[Path]:
@@ -341,23 +412,21 @@ def demo(settings: Settings) -> None:
         raise StackError("demo requests not answered as expected: " + "; ".join(failures))
 
 
-def on_stop_signal(_signum: int, _frame: FrameType | None) -> None:
-    raise Shutdown
-
-
 def run(command: str, settings: Settings) -> int:
     check_port_free(settings.host, settings.graph_port, "--graph-port")
+    check_port_free(settings.host, settings.grpc_port, "--grpc-port")
     check_port_free(settings.host, settings.logic_port, "--logic-port")
     name = read_model_name(settings.pipelines)
     settings.run_dir.mkdir(parents=True, exist_ok=True)
 
     children: list[Child] = []
+    signals = StopSignals()
     # Explicit handlers: a shell starting us in the background hands SIGINT down as ignored.
-    previous = {sig: signal.signal(sig, on_stop_signal) for sig in STOP_SIGNALS}
+    previous = {sig: signal.signal(sig, signals.handle) for sig in STOP_SIGNALS}
     try:
         ensure_artifacts(settings)
         ensure_converted(settings, name)
-        start_stack(settings, name, children)
+        start_stack(settings, name, children, signals)
         if command == "demo":
             demo(settings)
         else:
@@ -369,7 +438,7 @@ def run(command: str, settings: Settings) -> int:
         for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
         try:
-            stop(children)
+            stop(children, settings.stop_grace)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -390,6 +459,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[str, Settings]:
     parser.add_argument("--run-dir", type=Path, default=ROOT / "run", help="logs go here")
     parser.add_argument("--host", default="127.0.0.1", help="address both services bind")
     parser.add_argument("--graph-port", type=int, default=8501, help="graph REST port")
+    parser.add_argument(
+        "--grpc-port", type=int, default=8500, help="graph gRPC port (graph-service --port)"
+    )
     parser.add_argument("--logic-port", type=int, default=5000, help="logic service port")
     parser.add_argument(
         "--timeout", type=float, default=180, help="seconds each service may take to be ready"
@@ -400,16 +472,31 @@ def parse_args(argv: Sequence[str] | None) -> tuple[str, Settings]:
         default=10,
         help="how often graph-service re-reads models.config (new versions, labels)",
     )
+    parser.add_argument(
+        "--stop-grace",
+        type=float,
+        help="seconds each service may take to stop before it is killed "
+        "(default: $LOGIC_GRACEFUL_TIMEOUT or 20, plus 10)",
+    )
     args = parser.parse_args(argv)
+    stop_grace = args.stop_grace
+    if stop_grace is None:
+        try:
+            graceful = float(os.environ.get("LOGIC_GRACEFUL_TIMEOUT") or DEFAULT_GRACEFUL_TIMEOUT)
+        except ValueError:
+            parser.error("LOGIC_GRACEFUL_TIMEOUT must be a number of seconds")
+        stop_grace = graceful + STOP_MARGIN_SECONDS
     return args.command, Settings(
         example_dir=args.example_dir.resolve(),
         models_dir=args.models_dir.resolve(),
         run_dir=args.run_dir.resolve(),
         host=args.host,
         graph_port=args.graph_port,
+        grpc_port=args.grpc_port,
         logic_port=args.logic_port,
         timeout=args.timeout,
         config_poll_seconds=args.config_poll_seconds,
+        stop_grace=stop_grace,
     )
 
 

@@ -90,7 +90,7 @@ def add_destination_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_verify_flags(parser: argparse.ArgumentParser) -> None:
+def add_verify_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     group = parser.add_argument_group("verification")
     group.add_argument(
         "--no-verify", action="store_true", help="skip the prediction parity check (not advised)"
@@ -107,6 +107,7 @@ def add_verify_flags(parser: argparse.ArgumentParser) -> None:
         help="inputs to compare on: .npz or .json mapping input names to arrays "
         "(default: random inputs of each input's dtype and shape)",
     )
+    return group
 
 
 def check_verify_flags(args: argparse.Namespace) -> None:

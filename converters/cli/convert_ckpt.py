@@ -18,7 +18,9 @@ from converters.cli.common import (
     publish_and_report,
     run_cli,
 )
-from converters.errors import UsageError
+from converters.errors import UsageError, VerificationError
+
+_UNKNOWN_DIM = 8  # verification's size for a dimension nobody fixed (spatial dims, lengths)
 
 EPILOG = """\
 examples:
@@ -29,9 +31,14 @@ examples:
 
 SRC is a checkpoint prefix (PREFIX.meta, PREFIX.index and PREFIX.data-* beside it) or a
 folder whose 'checkpoint' file names the latest one. Without --input/--output the meta
-graph's own signature_def is used, else the signature is detected from the graph; when that
-is ambiguous the candidates are printed with the flags to pass. Any tensor may be an input:
-one that is not a placeholder (a dataset iterator's output) is replaced by a new placeholder.
+graph's own signature_def is used, else the signature is detected from the graph: an output
+must depend on an input and read trained variables (losses, metrics and label-dependent
+tensors are set aside); when no candidate clearly wins, the candidates are printed with the
+flags to pass (exit 2). Any tensor may be an input: one that is not a placeholder (a dataset
+iterator's output) is replaced by a new placeholder. An input of unknown shape gets the
+width the first MatMul, Conv, Reshape or set_shape fixes (--shape overrides). Verification
+refuses (exit 1) outputs that ignore the inputs or read no trained variable unless
+--allow-constant-output.
 """
 
 
@@ -128,7 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     for action in parser._actions:
         if action.dest == "name":  # --list needs no destination
             action.required = False
-    add_verify_flags(parser)
+    verification = add_verify_flags(parser)
+    verification.add_argument(
+        "--allow-constant-output",
+        action="store_true",
+        help="publish even if an output ignores the inputs or no trained variable is read "
+        "(refused by default: such a signature is almost always the wrong tensor)",
+    )
     add_debug_flag(parser)
     return parser
 
@@ -197,7 +210,7 @@ def _convert(args: argparse.Namespace) -> int:
         for line in exc.candidates.lines():
             print(line, file=sys.stderr)
         raise
-    signature_shapes = ckpt_export.serving_shapes(plan, shapes)
+    signature_shapes = ckpt_export.serving_shapes(plan, _with_inferred(graph, plan, shapes))
     print(f"signature: {ckpt_export.SIGNATURE_KEY} ({plan.source})")
     with staging_dir(dest) as staged:
         summary = ckpt_export.export_checkpoint(files, plan, staged, signature_shapes)
@@ -206,27 +219,80 @@ def _convert(args: argparse.Namespace) -> int:
         for name, value in plan.fixed.items():
             print(f"  fixed  {name} = {value.tolist()!r}")
         print(f"variables: {summary.variables} restored from {files.prefix.name}")
+        _check_reads_variables(files, summary.variables, args.allow_constant_output)
         if args.no_verify:
             print("verify:    not checked (--no-verify)")
         else:
-            from converters.verify import verify_export
-
-            verify_shapes = {
-                k: tuple(2 if d is None else d for d in s[1:])
-                for k, s in signature_shapes.items()
-                if s
-            }
-            with ckpt_export.reference_fn(files, plan) as reference:
-                report = verify_export(
-                    staged,
-                    ckpt_export.guarded(reference, plan),
-                    sample=args.sample,
-                    atol=args.atol,
-                    shapes=verify_shapes,
-                )
-            print_verify_report(report)
+            _verify(args, files, plan, staged, signature_shapes)
         publish_and_report(staged, dest, args.base_path)
     return 0
+
+
+def _with_inferred(graph, plan, shapes: dict) -> dict:
+    """--shape where given; else, for an input of unknown shape, what the graph fixes."""
+    from converters.ckpt_shapes import infer_shape, needs_inference
+
+    merged = dict(shapes)
+    for key, name in plan.inputs.items():
+        desc = plan.descs[name]
+        if key in shapes or not needs_inference(desc):
+            continue
+        found = infer_shape(graph, name)
+        if found is None or found.shape == desc.shape:
+            print(
+                f"shape:     {key} ({name}) has {desc.shape_text} and no op in the graph "
+                f"fixes it; verification guesses (pass --shape {key}=?,N if it fails)"
+            )
+            continue
+        print(f"shape:     {found.line(key)}")
+        merged[key] = found.shape
+    return merged
+
+
+def _check_reads_variables(files, restored: int, allowed: bool) -> None:
+    """A signature computed without the trained weights is not the model: refuse it."""
+    import tensorflow as tf
+
+    held = [n for n, _ in tf.train.list_variables(str(files.prefix))]
+    if restored or not held or allowed:
+        return
+    raise VerificationError(
+        f"the signature reads none of the {len(held)} variables in {files.prefix.name}, so it "
+        "is not the trained model; pick the prediction with --output (see --list), or pass "
+        "--allow-constant-output if that is really meant"
+    )
+
+
+def _verify(args, files, plan, staged: Path, signature_shapes: dict) -> None:
+    """Parity with the checkpoint at two batch sizes, then: do the outputs follow the inputs?"""
+    from converters import ckpt_export
+    from converters.verify import constant_outputs, signature_specs, verify_export
+
+    verify_shapes = {
+        k: tuple(_UNKNOWN_DIM if d is None else d for d in s[1:])
+        for k, s in signature_shapes.items()
+        if s
+    }
+    with ckpt_export.reference_fn(files, plan) as reference:
+        run = ckpt_export.guarded(reference, plan)
+        report = verify_export(
+            staged, run, sample=args.sample, atol=args.atol, shapes=verify_shapes
+        )
+        print_verify_report(report)
+        if args.allow_constant_output:
+            print("verify:    constant outputs allowed (--allow-constant-output)")
+            return
+        specs = signature_specs(staged, ckpt_export.SIGNATURE_KEY)
+        constant = constant_outputs(run, specs, verify_shapes)
+    if constant:
+        names = ", ".join(f"{k} ({plan.outputs[k]})" for k in constant)
+        raise VerificationError(
+            f"output {names} does not change when the inputs change (two different random "
+            "batches gave identical values), so it would serve a constant; pick the "
+            "prediction with --output (see --list), or pass --allow-constant-output if that "
+            "is really meant"
+        )
+    print("verify:    outputs follow the inputs (two random batches give different values)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

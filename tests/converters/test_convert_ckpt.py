@@ -152,15 +152,23 @@ def test_ambiguous_graph_stops_with_candidates_and_flags(training_ckpt, models_d
     _untouched(models_dir, "clf")
 
 
-def test_list_ranks_prediction_before_loss_and_writes_nothing(training_ckpt, tmp_path, capsys):
+def test_list_offers_the_prediction_sets_the_loss_aside_and_writes_nothing(
+    training_ckpt, tmp_path, capsys
+):
     models = tmp_path / "never"
     code = convert_ckpt.main([str(training_ckpt.prefix), "--list", "--models-dir", str(models)])
     out = capsys.readouterr().out
     assert code == 0
-    lines = out.splitlines()
-    outputs = lines[lines.index("candidate outputs, best first (with the inputs each needs):") :]
-    names = [line.split()[0] for line in outputs[1:] if line.startswith("  ")]
-    assert names == ["probs:0", "loss:0"]
+    offered = out.split("candidate outputs")[1].split("set aside")[0]
+    names = [
+        line.split()[0]
+        for line in offered.splitlines()
+        if line.startswith("  ") and ":0" in line.split()[0]
+    ]
+    assert names == ["probs:0"]
+    assert "vars 8" in offered  # dense, batch norm (4) and output layer variables
+    aside = out.split("set aside (never offered as a prediction):")[1]
+    assert "loss:0" in aside and "a loss (needs the labels Placeholder_1:0)" in aside
     assert "Placeholder:0                float32  unknown shape" in out
     assert not models.exists()
 
@@ -244,7 +252,7 @@ def test_string_tables_are_initialised_by_the_savedmodel_itself(table_ckpt, mode
     np.testing.assert_allclose(served["score"], expected, atol=1e-6)
 
 
-def test_unknown_input_shape_fails_verification_and_leaves_nothing(
+def test_shape_flag_overrides_inference_and_a_wrong_one_leaves_nothing(
     training_ckpt, models_dir, capsys
 ):
     code = convert_ckpt.main(
@@ -256,10 +264,14 @@ def test_unknown_input_shape_fails_verification_and_leaves_nothing(
             str(models_dir),
             "--fixed",
             "is_training=false",
+            "--shape",
+            "Placeholder=?,5",
         ]
     )
-    err = capsys.readouterr().err.strip()
+    captured = capsys.readouterr()
+    err = captured.err.strip()
     assert code == 1
+    assert "inferred" not in captured.out  # --shape wins over what the Reshape says
     assert len(err.splitlines()) == 1
     assert "requested shape requires a multiple of 4" in err
     assert "--shape Placeholder=?,4" in err

@@ -9,6 +9,7 @@ stop it with SIGTERM the way a process manager would. Error paths that need no s
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -25,6 +26,7 @@ from types import ModuleType
 
 import joblib
 import pandas as pd
+import psutil
 import pytest
 import requests
 
@@ -55,6 +57,7 @@ class Running:
     example: Path
     graph_port: int
     logic_port: int
+    grpc_port: int
 
     @property
     def logic_url(self) -> str:
@@ -80,6 +83,8 @@ class Running:
             str(self.graph_port),
             "--logic-port",
             str(self.logic_port),
+            "--grpc-port",
+            str(self.grpc_port),
         ]
 
 
@@ -94,7 +99,7 @@ def copy_example(destination: Path) -> Path:
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     work = tmp_path_factory.mktemp("stack")
     example = copy_example(work / "credit")
-    run = Running(None, work / "stack.out", work, example, free_port(), free_port())
+    run = Running(None, work / "stack.out", work, example, free_port(), free_port(), free_port())
     with run.output.open("wb") as out:
         run.process = subprocess.Popen(
             [sys.executable, str(STACK_PY), *run.argv("up"), "--timeout", str(START_TIMEOUT)],
@@ -195,12 +200,153 @@ def port_is_free(port: int) -> bool:
         return True
 
 
+def service_processes(running: Running) -> dict[str, list[psutil.Process]]:
+    """The stack's children, each with every process of its group (gunicorn master + workers)."""
+    groups: dict[str, list[psutil.Process]] = {}
+    for child in psutil.Process(running.process.pid).children():
+        name = "graph" if "graph-service" in " ".join(child.cmdline()) else "logic"
+        groups[name] = [child, *child.children(recursive=True)]
+    return groups
+
+
+def test_graph_service_gets_the_grpc_port(running: Running) -> None:
+    graph = service_processes(running)["graph"][0].cmdline()
+    assert graph[graph.index("--port") + 1] == str(running.grpc_port)
+    assert graph[graph.index("--rest_api_port") + 1] == str(running.graph_port)
+
+
 def test_sigterm_stops_both_services_cleanly(running: Running) -> None:
+    groups = service_processes(running)
+    assert len(groups["logic"]) >= 2, "expected a gunicorn master and its worker"
     running.process.send_signal(signal.SIGTERM)
     assert running.process.wait(60) == 0, running.text()
     assert "stopped." in running.text()
+    assert "killing" not in running.text()
     assert port_is_free(running.logic_port), "logic-service still holds its port"
     assert port_is_free(running.graph_port), "graph-service still holds its port"
+    left = [p.pid for group in groups.values() for p in group if gone_or_zombie(p) is False]
+    assert not left, f"processes outlived the stack: {left}"
+
+
+def gone_or_zombie(process: psutil.Process) -> bool:
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+# A service whose master exits on SIGTERM but leaves a worker that ignores it (a stuck worker).
+STUBBORN_GROUP = """
+import os, signal, subprocess, sys, time
+worker = subprocess.Popen([sys.executable, "-c",
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(600)"])
+print(worker.pid, flush=True)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+time.sleep(600)
+"""
+
+# A service that takes 3 s to drain after SIGTERM, then exits 0.
+SLOW_DRAIN = """
+import signal, sys, time
+signal.signal(signal.SIGTERM, lambda *_: (time.sleep(3), sys.exit(0)))
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def wait_for_log(path: Path, text: str, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text():
+            return path.read_text()
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} not in {path}")
+
+
+def stack_settings(tmp_path: Path, *extra: str) -> object:
+    _, settings = stack.parse_args(offline_argv(EXAMPLE, tmp_path)[0:1] + list(extra))
+    (tmp_path / "run").mkdir(exist_ok=True)
+    return dataclasses.replace(settings, run_dir=tmp_path / "run")
+
+
+def test_stop_kills_what_is_left_in_a_group_after_its_leader_exits(tmp_path: Path) -> None:
+    settings = stack_settings(tmp_path)
+    children: list = []
+    child = stack.start(
+        "stubborn",
+        [sys.executable, "-c", STUBBORN_GROUP],
+        settings,
+        {},
+        children=children,
+        signals=stack.StopSignals(),
+    )
+    assert children == [child]
+    text = wait_for_log(child.log_path, "ready")
+    worker = psutil.Process(int(text.split()[0]))
+    stack.stop(children, grace=10)
+    assert child.process.returncode == 0
+    worker_gone = gone_or_zombie(worker)
+    if not worker_gone:
+        worker.wait(5)  # reaped by init after the kill
+    assert gone_or_zombie(worker), "the worker outlived its master"
+
+
+def test_stop_waits_for_a_slow_drain_within_the_grace(tmp_path: Path, capsys) -> None:
+    children: list = []
+    child = stack.start(
+        "slow",
+        [sys.executable, "-c", SLOW_DRAIN],
+        stack_settings(tmp_path),
+        {},
+        children=children,
+        signals=stack.StopSignals(),
+    )
+    wait_for_log(child.log_path, "ready")
+    started = time.monotonic()
+    stack.stop(children, grace=10)
+    assert child.process.returncode == 0, "killed instead of allowed to drain"
+    assert time.monotonic() - started >= 2.5
+    assert "killing" not in capsys.readouterr().out
+
+
+def test_stop_grace_outlasts_the_logic_tiers_graceful_timeout(monkeypatch) -> None:
+    monkeypatch.delenv("LOGIC_GRACEFUL_TIMEOUT", raising=False)
+    assert stack.parse_args(["up"])[1].stop_grace == 30
+    monkeypatch.setenv("LOGIC_GRACEFUL_TIMEOUT", "45")
+    assert stack.parse_args(["up"])[1].stop_grace == 55
+    assert stack.parse_args(["up", "--stop-grace", "7"])[1].stop_grace == 7
+
+
+def test_a_signal_during_a_start_stops_after_the_child_is_recorded(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """SIGTERM between spawning a service and recording it: the child is recorded, then stopped."""
+    signals = stack.StopSignals()
+    real_popen = subprocess.Popen
+
+    def popen_then_signal(*args, **kwargs):
+        process = real_popen(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)  # lands before `start` has recorded the child
+        return process
+
+    monkeypatch.setattr(stack.subprocess, "Popen", popen_then_signal)
+    previous = signal.signal(signal.SIGTERM, signals.handle)
+    children: list = []
+    try:
+        with pytest.raises(stack.Shutdown):
+            stack.start(
+                "victim",
+                [sys.executable, "-c", "import time; time.sleep(600)"],
+                stack_settings(tmp_path),
+                {},
+                children=children,
+                signals=signals,
+            )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert [child.name for child in children] == ["victim"]
+    stack.stop(children, grace=10)
+    assert children[0].process.returncode == -signal.SIGTERM
 
 
 def offline_argv(example: Path, work: Path, logic_port: int | None = None) -> list[str]:

@@ -1,0 +1,199 @@
+"""gunicorn worker for the logic tier: probes on their own lanes, and a drain that refuses.
+
+Two things gunicorn's threaded worker (`gthread`) does not give us:
+
+1. **Probes never queue behind scoring.** gthread hands every connection to one thread pool.
+   When all its threads wait on a frozen graph tier, `GET /health` waits with them and
+   Kubernetes restarts a healthy pod. This worker looks at a request before choosing a
+   thread: the main loop peeks (MSG_PEEK, nothing consumed) at the request line once the
+   socket is readable, and runs `GET /health` and `GET /ready` on small pools of their own
+   (one per path, so a slow readiness check cannot hold up liveness either). Everything
+   else goes to the usual pool of `threads`. The probes stay on the service port.
+   A new connection waits in the poller until its first bytes arrive, instead of taking a
+   pool thread to wait for them (gthread's own default).
+
+2. **SIGTERM drains and refuses.** On SIGTERM the worker marks the requests it serves from
+   then on as draining (`/ready` answers 503, see logic_service/drain.py), takes the
+   connections already waiting in the listen backlog, then closes its copy of the listening
+   socket: once every worker has (the master closes its copy first), new connections are
+   refused at once instead of hanging in the backlog until the process exits. Requests
+   already received, including ones arriving on kept-alive connections during gthread's
+   short linger, are answered normally; gthread then exits after at most graceful_timeout.
+
+3. **A connection gthread will close is announced as closing.** After a response gthread
+   discards the request body the app left unread, but gives up past 64 KB and closes the
+   connection, although the response promised keep-alive: the client's next request on it
+   fails (found by the fault suite's fuzzing: a large body refused with 415 or 413). When
+   that much body is left at start_response, this worker marks the response
+   `Connection: close`, so clients open a new connection instead.
+
+TLS listeners are not inspected (the request line is encrypted): with certfile/keyfile set
+every request takes the usual pool, as in plain gthread.
+"""
+
+from __future__ import annotations
+
+import errno
+import selectors
+import socket
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any
+
+from gunicorn.http import parser as gunicorn_parser
+from gunicorn.workers.gthread import DEFAULT_WORKER_DATA_TIMEOUT, TConn, ThreadWorker
+
+from logic_service.drain import DRAINING_KEY
+
+PROBE_PATHS = ("/health", "/ready")
+DEFAULT_PROBE_THREADS = 2
+# Long enough for "GET /health?x HTTP/1.1" and far shorter than any request line we care about.
+PEEK_BYTES = 64
+# What gthread drains of an unread body before it closes the connection instead.
+DRAIN_LIMIT = getattr(gunicorn_parser, "_DRAIN_MAX_BYTES", 64 * 1024)
+
+
+def probe_lane(head: bytes, paths: Iterable[str] = PROBE_PATHS) -> str | None:
+    """The probe path a request starts with (`GET /health ...`), else None.
+
+    `head` is the start of the request as read from the socket. Only a complete match
+    counts: a request line cut short, another method or a longer path such as
+    /healthz goes to the request pool.
+    """
+    for path in paths:
+        prefix = b"GET " + path.encode("ascii")
+        if head.startswith(prefix) and head[len(prefix) : len(prefix) + 1] in (b" ", b"?"):
+            return path
+    return None
+
+
+def unread_body(environ: dict[str, Any]) -> int:
+    """Bytes of a Content-Length body the app has not read yet (0 when unknown)."""
+    reader = getattr(environ.get("wsgi.input"), "reader", None)
+    left = getattr(reader, "length", 0)
+    return left if isinstance(left, int) else 0
+
+
+class ProbeLaneWorker(ThreadWorker):
+    """gthread with reserved lanes for GET /health and GET /ready, and a refusing drain."""
+
+    probe_threads = DEFAULT_PROBE_THREADS
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.probe_pools: dict[str, ThreadPoolExecutor] = {}
+        self.draining = False
+
+    def init_process(self) -> None:
+        # Before super(): gunicorn's init_process ends by running the main loop.
+        self.probe_pools = {
+            path: ThreadPoolExecutor(
+                max_workers=self.probe_threads, thread_name_prefix=f"probe{path}"
+            )
+            for path in PROBE_PATHS
+        }
+        super().init_process()
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        app = self.wsgi
+
+        def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+            environ[DRAINING_KEY] = self.draining
+
+            def start(status: str, headers: list, exc_info: Any = None) -> Any:
+                if unread_body(environ) >= DRAIN_LIMIT:
+                    # start_response is bound to gunicorn's Response for this request.
+                    response = getattr(start_response, "__self__", None)
+                    if hasattr(response, "force_close"):
+                        response.force_close()
+                return start_response(status, headers, exc_info)
+
+            return app(environ, start)
+
+        self.wsgi = wsgi
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            for pool in self.probe_pools.values():
+                pool.shutdown(wait=False)
+
+    # -- choosing a lane --------------------------------------------------------------
+
+    def enqueue_req(self, conn: TConn) -> None:
+        """Run the connection's next request on its lane, or wait until it has sent one."""
+        if self.cfg.is_ssl:
+            super().enqueue_req(conn)
+            return
+        head = self._peek(conn)
+        if head is None:
+            self._wait_for_first_bytes(conn)
+            return
+        conn.data_ready = True
+        lane = probe_lane(head)
+        pool = self.tpool if lane is None else self.probe_pools[lane]
+        future = pool.submit(self.handle, conn)
+        future.add_done_callback(
+            lambda done: self.method_queue.defer(self.finish_request, conn, done)
+        )
+
+    @staticmethod
+    def _peek(conn: TConn) -> bytes | None:
+        """The first bytes of the next request without consuming them; None if none yet."""
+        if conn.parser is not None:
+            # A keep-alive body drain may have read ahead into the next request.
+            buffered = conn.parser.unreader.buf.getvalue()
+            if buffered:
+                return buffered[:PEEK_BYTES]
+        try:
+            return conn.sock.recv(PEEK_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError:
+            # Reset or closed: the request pool reads the error and closes it as gthread does.
+            return b""
+
+    def _wait_for_first_bytes(self, conn: TConn) -> None:
+        """Park a fresh connection in the poller, as gthread parks a slow one, without a thread."""
+        conn.sock.setblocking(False)
+        conn.timeout = time.monotonic() + max(self.cfg.keepalive, DEFAULT_WORKER_DATA_TIMEOUT)
+        self.pending_conns.append(conn)
+        self.poller.register(
+            conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn)
+        )
+
+    # -- stopping -----------------------------------------------------------------------
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        """SIGTERM: report draining from now on, then stop listening from the main loop."""
+        first = self.alive and not self.draining
+        self.draining = True
+        super().handle_exit(sig, frame)
+        if first:
+            # The poller is the main loop's: act there, not inside the signal handler.
+            self.method_queue.defer(self._stop_listening)
+
+    def _stop_listening(self) -> None:
+        """Take every connection already queued on the listeners, then close them."""
+        self.set_accept_enabled(False)
+        for listener in self.sockets:
+            if listener.sock is None:
+                continue
+            listener.setblocking(False)
+            while True:
+                try:
+                    client, address = listener.accept()
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as error:
+                    if error.errno == errno.ECONNABORTED:
+                        continue
+                    break
+                self.nr_conns += 1
+                self.enqueue_req(TConn(self.cfg, client, address, listener.getsockname()))
+            listener.close()
+        self.log.info("draining: listeners closed, %d connection(s) to finish", self.nr_conns)

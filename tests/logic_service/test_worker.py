@@ -1,0 +1,205 @@
+"""The logic tier's gunicorn worker (logic_service/worker.py) and settings, with real processes.
+
+Probes on their own lanes: every request thread waits on a graph tier that takes seconds, and
+GET /health and GET /ready still answer at once, on new and on kept-alive connections, while
+an ordinary request queued behind the graph calls does not. SIGTERM: requests in flight are
+answered 200, /ready says 503 on a connection that is still open, new connections are
+refused, the process exits 0. Bad LOGIC_* values end the start with one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from logic_service.worker import probe_lane
+from tests.fixtures.servers import ServerProcess, script
+from tests.fixtures.sklearn_artifacts import credit_records
+from tests.logic_service.conftest import TinyGraphTier, start_logic_service
+
+GRAPH_DELAY = 4.0
+THREADS = 2
+# A functional bound, far above the milliseconds a probe takes, far below GRAPH_DELAY.
+PROBE_BOUND = 1.0
+MAX_BODY = 32 * 1024
+
+
+@pytest.fixture
+def blocked_stack(sklearn_artifacts, tmp_path):
+    """One worker with 2 request threads in front of a graph tier that takes 4 s per call."""
+    width = sklearn_artifacts.credit_features(credit_records(1)).shape[1]
+    tier = TinyGraphTier(width, delay=GRAPH_DELAY).start()
+    config = sklearn_artifacts.write_config(
+        "worker_lanes.yaml",
+        {
+            "pipelines": {
+                "slow": {
+                    "transformer": "credit/transformer.pkl",
+                    "graph_model": "slow",
+                    "timeout": 30,
+                },
+            }
+        },
+    )
+    server = start_logic_service(
+        config,
+        tmp_path / "logic.log",
+        env={"GRAPH_SERVICE_URL": tier.url, "LOGIC_MAX_CONTENT_LENGTH": str(MAX_BODY)},
+        workers=1,
+        threads=THREADS,
+    )
+    try:
+        yield server, tier
+    finally:
+        server.stop()
+        tier.stop()
+
+
+def _score(server: ServerProcess) -> requests.Response:
+    return requests.post(
+        server.url + "/get_score", json={"model": "slow", "data": credit_records(1)}, timeout=60
+    )
+
+
+def _timed_get(url: str, session: requests.Session | None = None) -> tuple[float, int]:
+    start = time.perf_counter()
+    response = (session or requests).get(url, timeout=10)
+    return time.perf_counter() - start, response.status_code
+
+
+def test_probe_lane_matches_only_complete_probe_request_lines() -> None:
+    assert probe_lane(b"GET /health HTTP/1.1\r\nHost: x\r\n") == "/health"
+    assert probe_lane(b"GET /ready?verbose=1 HTTP/1.1\r\n") == "/ready"
+    assert probe_lane(b"GET /healthz HTTP/1.1\r\n") is None
+    assert probe_lane(b"POST /health HTTP/1.1\r\n") is None
+    assert probe_lane(b"GET /heal") is None
+    assert probe_lane(b"POST /get_score HTTP/1.1\r\n") is None
+    assert probe_lane(b"") is None
+
+
+def test_probes_answer_at_once_while_every_request_thread_waits_on_the_graph(
+    blocked_stack,
+) -> None:
+    server, _ = blocked_stack
+    with ThreadPoolExecutor(2 * THREADS) as pool:
+        scoring = [pool.submit(_score, server) for _ in range(2 * THREADS)]
+        time.sleep(0.5)  # both request threads are inside a graph call, two more queued
+        # An ordinary request queues behind the graph calls: the starvation is real ...
+        with pytest.raises(requests.ReadTimeout):
+            requests.get(server.url + "/pipelines", timeout=PROBE_BOUND)
+        # ... and the probes are not part of it, on new and on kept-alive connections.
+        kept_alive = requests.Session()
+        timings = []
+        for _ in range(5):
+            for path in ("/health", "/ready"):
+                timings.append((path, *_timed_get(server.url + path)))
+                timings.append((path + " keep-alive", *_timed_get(server.url + path, kept_alive)))
+        assert all(status == 200 for _, _, status in timings), timings
+        slowest = max(seconds for _, seconds, _ in timings)
+        assert slowest < PROBE_BOUND, timings
+        assert all(future.result().status_code == 200 for future in scoring)
+
+
+def test_sigterm_answers_requests_in_flight_refuses_new_ones_and_says_not_ready(
+    blocked_stack,
+) -> None:
+    server, tier = blocked_stack
+    tier.delay = 2.0
+    kept_alive = requests.Session()
+    assert kept_alive.get(server.url + "/ready", timeout=10).status_code == 200
+    with ThreadPoolExecutor(THREADS) as pool:
+        in_flight = [pool.submit(_score, server) for _ in range(THREADS)]
+        time.sleep(0.5)
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        draining = kept_alive.get(server.url + "/ready", timeout=10)
+        assert draining.status_code == 503, draining.text
+        assert draining.json()["code"] == 503
+        assert "draining" in draining.json()["msg"]
+        assert draining.headers.get("Connection", "").lower() == "close"
+        start = time.perf_counter()
+        with pytest.raises(requests.ConnectionError):
+            requests.get(server.url + "/health", timeout=5)
+        assert time.perf_counter() - start < PROBE_BOUND, "a new connection hung, not refused"
+        answers = [future.result() for future in in_flight]
+    assert [answer.status_code for answer in answers] == [200] * THREADS
+    assert all(len(answer.json()["data"]) == 1 for answer in answers)
+    assert server.process.wait(30) == 0
+    assert "draining: listeners closed" in server.log()
+
+
+def clean_env() -> dict[str, str]:
+    return {key: value for key, value in os.environ.items() if not key.startswith("LOGIC_")}
+
+
+def test_a_large_body_left_unread_closes_the_connection_and_says_so(blocked_stack) -> None:
+    """gthread closes a keep-alive connection after > 64 KB of unread body: announce it.
+
+    A Content-Length over the app's limit is refused (413) before any of the body is read.
+    """
+    server, _ = blocked_stack
+    session = requests.Session()
+    headers = {"Content-Type": "application/json"}
+    refused = session.post(
+        server.url + "/get_score", data=b" " * 200_000, headers=headers, timeout=10
+    )
+    assert refused.status_code == 413
+    assert refused.headers.get("Connection", "").lower() == "close"
+    # Over the limit but within what gthread drains: the connection stays usable.
+    small = session.post(
+        server.url + "/get_score", data=b" " * (MAX_BODY + 100), headers=headers, timeout=10
+    )
+    assert small.status_code == 413
+    assert small.headers.get("Connection", "").lower() != "close"
+    for _ in range(20):
+        assert session.get(server.url + "/health", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("LOGIC_THREADS", "four"),
+        ("LOGIC_WORKERS", "0"),
+        ("LOGIC_GRACEFUL_TIMEOUT", "-1"),
+        ("LOGIC_KEEPALIVE", "5s"),
+        ("LOGIC_LOG_LEVEL", "loud"),
+    ],
+)
+def test_a_bad_gunicorn_setting_is_one_line_and_exit_2(
+    name: str, value: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "pipelines.yaml"
+    config.write_text("pipelines: {}\n")
+    result = subprocess.run(
+        [script("logic-service"), "--config", str(config), "--bind", "127.0.0.1:0"],
+        env={**clean_env(), name: value},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"logic-service: error: {name}={value!r}")
+
+
+def test_gunicorn_run_on_the_conf_file_directly_refuses_a_bad_setting_too(tmp_path: Path) -> None:
+    conf = Path(__file__).resolve().parents[2] / "logic_service" / "gunicorn.conf.py"
+    result = subprocess.run(
+        [script("gunicorn"), "-c", str(conf), "--check-config"],
+        env={**clean_env(), "LOGIC_THREADS": "four"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "LOGIC_THREADS='four' must be a whole number >= 1" in result.stderr
