@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from converters.models_config import ModelEntry, ModelsConfig
 from graph_service.app import GraphServiceApp, create_app
@@ -19,6 +20,9 @@ from graph_service.registry import ModelRegistry
 from graph_service.servable import load_servable
 from graph_service.settings import Settings
 from graph_service.watcher import ConfigWatcher
+
+if TYPE_CHECKING:
+    from graph_service.grpc_server import GrpcServer
 
 logger = logging.getLogger(__name__)
 
@@ -36,9 +40,12 @@ class Service:
     watcher: ConfigWatcher
     pools: ModelPools
     metrics: Metrics
+    grpc: GrpcServer | None = None
 
     def close(self, grace: float = 10.0) -> None:
-        """Stop the watcher, refuse new model calls, wait for running ones, free the models."""
+        """Stop gRPC (calls in flight finish), the watcher, then the model slots and models."""
+        if self.grpc is not None:
+            self.grpc.stop().wait()
         self.watcher.stop()
         if not self.pools.close(grace):
             logger.warning("shutdown: model calls still running after %.0f s", grace)
@@ -83,7 +90,6 @@ def build_service(settings: Settings) -> Service:
         else 0.0,
         fs_poll_seconds=settings.file_system_poll_wait_seconds,
     )
-    watcher.start()
     limit = settings.model_max_inflight
 
     def slots() -> int:
@@ -93,4 +99,37 @@ def build_service(settings: Settings) -> Service:
     metrics = Metrics()
     metrics.bind(watcher.error_counts, pools.inflight)
     app = create_app(registry, settings, pools=pools, metrics=metrics, config_status=watcher.status)
-    return Service(app, registry, watcher, pools, metrics)
+    grpc = _start_grpc(settings, registry, watcher, pools, metrics)
+    watcher.start()
+    return Service(app, registry, watcher, pools, metrics, grpc)
+
+
+def _start_grpc(
+    settings: Settings,
+    registry: ModelRegistry,
+    watcher: ConfigWatcher,
+    pools: ModelPools,
+    metrics: Metrics,
+) -> GrpcServer | None:
+    """TF Serving's gRPC API on --port (None when --port=0), created here: after the fork.
+
+    It shares REST's per-model slots and metrics, so --model_max_inflight bounds both fronts.
+    """
+    if not settings.grpc_port:
+        logger.info("gRPC off (--port=0): serving REST only")
+        return None
+    from graph_service.grpc_server import GrpcServer, GrpcStartError
+
+    try:
+        return GrpcServer.start(
+            registry,
+            watcher,
+            pools=pools,
+            metrics=metrics,
+            host=settings.rest_api_host,
+            port=settings.grpc_port,
+            max_threads=settings.grpc_max_threads,
+            max_message_bytes=settings.max_body_bytes,
+        )
+    except GrpcStartError as exc:
+        raise StartupError(str(exc)) from None

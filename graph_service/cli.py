@@ -1,4 +1,4 @@
-"""`graph-service`: TF Serving's REST API on this machine, with tensorflow_model_server's flags."""
+"""`graph-service`: TF Serving's REST and gRPC APIs here, with tensorflow_model_server's flags."""
 
 from __future__ import annotations
 
@@ -18,13 +18,15 @@ logger = logging.getLogger("graph_service")
 
 EPILOG = """examples:
   graph-service --model_config_file=models/models.config --rest_api_port=8501
-  graph-service --model_name=credit --model_base_path=models/credit
+  graph-service --model_name=credit --model_base_path=models/credit --port=0   # REST only
   curl localhost:8501/v1/models/credit
   curl -d '{"instances": [[0.1, 0.2]]}' localhost:8501/v1/models/credit:predict
   curl localhost:8501/monitoring/prometheus/metrics   # TF Serving's metric names
   curl localhost:8501/monitoring/config               # config watcher state, last error
+  gRPC on localhost:8500: tensorflow-serving-api's PredictionServiceStub / ModelServiceStub
 
 exit codes: 0 stopped cleanly, 2 bad flags or models.config, 4 no loadable model version
+            or the gRPC --port already taken
 """
 
 
@@ -50,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="graph-service",
         description=(
             "Serve SavedModels listed in a TF Serving models.config over TF Serving's REST "
-            "API (/v1/models/...), with live reload of new versions and config changes."
+            "API (/v1/models/..., --rest_api_port) and gRPC API (PredictionService and "
+            "ModelService, --port), with live reload of new versions and config changes."
         ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -92,9 +95,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--model_max_inflight",
         type=int,
         default=0,
-        help="calls one model may run at once; more get 429 RESOURCE_EXHAUSTED at once, so a "
+        help="calls one model may run at once, REST and gRPC together; more get 429 "
+        "(gRPC: RESOURCE_EXHAUSTED) after a 50 ms wait, so a "
         "stuck model never takes every thread (default 0 = auto: all request threads with "
         "one model, 3/4 of them with several)",
+    )
+    grpc = parser.add_argument_group("gRPC server (tensorflow-serving-api clients)")
+    grpc.add_argument(
+        "--port",
+        type=int,
+        default=defaults.DEFAULT_GRPC_PORT,
+        help="gRPC port for PredictionService and ModelService, bound on --rest_api_host "
+        "(default 8500); 0 = no gRPC, REST only (TF Serving itself always needs one)",
+    )
+    grpc.add_argument(
+        "--grpc_max_threads",
+        type=int,
+        default=defaults.DEFAULT_GRPC_MAX_THREADS,
+        help="gRPC calls handled at once (default 8)",
     )
     reload = parser.add_argument_group("live reload")
     reload.add_argument(
@@ -122,7 +140,6 @@ def build_parser() -> argparse.ArgumentParser:
     compat = parser.add_argument_group(
         "accepted for tensorflow_model_server compatibility, not used"
     )
-    compat.add_argument("--port", type=int, help="gRPC port: graph-service serves REST only")
     compat.add_argument(
         "--enable_batching", nargs="?", const="true", help="server-side batching (TF Serving only)"
     )
@@ -162,6 +179,12 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             )
     if not 0 < args.rest_api_port < 65536:
         raise _usage(f"--rest_api_port {args.rest_api_port}: use a port between 1 and 65535")
+    if not 0 <= args.port < 65536:
+        raise _usage(f"--port {args.port}: use a port between 1 and 65535, or 0 for no gRPC")
+    if args.port == args.rest_api_port:
+        raise _usage(f"--port and --rest_api_port are both {args.port}; give gRPC its own port")
+    if args.grpc_max_threads < 1:
+        raise _usage("--grpc_max_threads must be at least 1")
     if args.rest_api_num_threads < 1:
         raise _usage("--rest_api_num_threads must be at least 1")
     if args.model_max_inflight < 0:
@@ -174,6 +197,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         model_base_path=args.model_base_path,
         rest_api_port=args.rest_api_port,
         rest_api_host=args.rest_api_host,
+        grpc_port=args.port,
+        grpc_max_threads=args.grpc_max_threads,
         model_config_file_poll_wait_seconds=max(args.model_config_file_poll_wait_seconds, 0.0),
         file_system_poll_wait_seconds=max(args.file_system_poll_wait_seconds, 0.0),
         rest_api_timeout_in_ms=args.rest_api_timeout_in_ms,
@@ -204,7 +229,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ignored = [
         flag
         for flag in (
-            "port",
             "enable_batching",
             "batching_parameters_file",
             "monitoring_config_file",

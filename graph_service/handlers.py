@@ -46,53 +46,54 @@ class Handlers:
     def classify(self, body: bytes, name: str, version: int | None, label: str | None) -> bytes:
         doc = codecs.parse_json(body)
         servable = self._registry.servable(name, version, label)
-        signature, input_key = _example_signature(servable, doc, CLASSIFY_METHOD, "classification")
+        signature = codecs.signature_name(doc)
+        input_key = example_input(servable, signature, CLASSIFY_METHOD, "classification")
         outputs = self._run(
             servable, signature, {input_key: example_codec.decode_examples(doc)}, "classify"
         )
-        classes, scores = outputs.get("classes"), outputs.get("scores")
-        if classes is None and scores is None:
-            raise InvalidArgumentError(
-                "Expected classification signature outputs 'classes' and/or 'scores'"
-            )
-        for tensor in (classes, scores):
-            if tensor is not None and tensor.ndim != 2:
-                raise InvalidArgumentError(
-                    f"Expected classification output shape [batch_size, num_classes], got {list(tensor.shape)}"
-                )
-        return codecs.encode_classification(classes, scores)
+        return codecs.encode_classification(*classification_outputs(outputs))
 
     def regress(self, body: bytes, name: str, version: int | None, label: str | None) -> bytes:
         doc = codecs.parse_json(body)
         servable = self._registry.servable(name, version, label)
-        signature, input_key = _example_signature(servable, doc, REGRESS_METHOD, "regression")
+        signature = codecs.signature_name(doc)
+        input_key = example_input(servable, signature, REGRESS_METHOD, "regression")
         outputs = self._run(
             servable, signature, {input_key: example_codec.decode_examples(doc)}, "regress"
         )
-        values = outputs.get("outputs")
-        if values is None:
-            raise InvalidArgumentError("Expected regression signature output 'outputs'")
-        if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
-            raise InvalidArgumentError(
-                "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] "
-                f"but got {list(values.shape)}"
-            )
-        return codecs.encode_regression(values)
+        return codecs.encode_regression(regression_outputs(outputs))
 
     def _run(
         self, servable: Servable, signature: str, inputs: dict[str, np.ndarray], api: str
     ) -> dict:
-        """Call the model in one of its slots (429 when none is free); TF enforces the deadline."""
-        with self._pools.slot(servable.name):
-            started = time.perf_counter()
-            outputs = servable.run(signature, inputs)
-        self._metrics.record_runtime(servable.name, api, time.perf_counter() - started)
-        return outputs
+        return run_model(servable, signature, inputs, api, pools=self._pools, metrics=self._metrics)
 
 
-def _example_signature(servable: Servable, doc: dict, method: str, kind: str) -> tuple[str, str]:
-    """(signature key, its one string input key), checked as TF Serving checks them."""
-    signature = codecs.signature_name(doc)
+def run_model(
+    servable: Servable,
+    signature: str,
+    inputs: dict[str, np.ndarray],
+    api: str,
+    *,
+    pools: ModelPools,
+    metrics: Metrics,
+) -> dict[str, np.ndarray]:
+    """Call the model in one of its slots (429 when none is free); TF enforces the deadline.
+
+    The one way both fronts (REST and gRPC) run a model, so they share the per-model slots.
+    """
+    with pools.slot(servable.name):
+        started = time.perf_counter()
+        outputs = servable.run(signature, inputs)
+    metrics.record_runtime(servable.name, api, time.perf_counter() - started)
+    return outputs
+
+
+def example_input(servable: Servable, signature: str, method: str, kind: str) -> str:
+    """The one string input key of a classify/regress signature, checked as TF Serving does.
+
+    Shared by the REST and gRPC fronts, so both refuse the same signatures the same way.
+    """
     sig = servable.signature(signature)
     if sig.method_name != method:
         raise InvalidArgumentError(
@@ -100,4 +101,34 @@ def _example_signature(servable: Servable, doc: dict, method: str, kind: str) ->
         )
     if len(sig.inputs) != 1:
         raise InvalidArgumentError("Expected one input Tensor.")
-    return signature, next(iter(sig.inputs))
+    return next(iter(sig.inputs))
+
+
+def classification_outputs(
+    outputs: dict[str, np.ndarray],
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(classes, scores) of a classify signature's outputs; either may be absent, not both."""
+    classes, scores = outputs.get("classes"), outputs.get("scores")
+    if classes is None and scores is None:
+        raise InvalidArgumentError(
+            "Expected classification signature outputs 'classes' and/or 'scores'"
+        )
+    for tensor in (classes, scores):
+        if tensor is not None and tensor.ndim != 2:
+            raise InvalidArgumentError(
+                f"Expected classification output shape [batch_size, num_classes], got {list(tensor.shape)}"
+            )
+    return classes, scores
+
+
+def regression_outputs(outputs: dict[str, np.ndarray]) -> np.ndarray:
+    """The `outputs` tensor of a regress signature, [batch_size] or [batch_size, 1]."""
+    values = outputs.get("outputs")
+    if values is None:
+        raise InvalidArgumentError("Expected regression signature output 'outputs'")
+    if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
+        raise InvalidArgumentError(
+            "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] "
+            f"but got {list(values.shape)}"
+        )
+    return values

@@ -9,6 +9,7 @@ server for bounded threads, keep-alive and a graceful SIGTERM. Models load in th
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 
 from gunicorn.app.base import BaseApplication
@@ -25,7 +26,7 @@ class GraphServer(BaseApplication):
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._service: Service | None = None
+        self._service: Service | None = None  # set in the worker, after the fork
         super().__init__()
 
     def load_config(self) -> None:
@@ -45,7 +46,9 @@ class GraphServer(BaseApplication):
             "proc_name": "graph-service",
             # Several services may run side by side (tests, stacks): no shared control socket.
             "control_socket_disable": True,
-            # In the worker, after gunicorn has drained its requests: stop watcher and pools.
+            # gRPC runs in the worker beside REST: it refuses new calls at SIGTERM; at exit,
+            # after gunicorn has drained REST, gRPC closes first, then watcher and pools.
+            "post_worker_init": self._on_worker_ready,
             "worker_exit": self._worker_exit,
         }
         for key, value in options.items():
@@ -54,12 +57,26 @@ class GraphServer(BaseApplication):
     def load(self):
         logging.basicConfig(level=self._settings.log_level, format=LOG_FORMAT, stream=sys.stderr)
         try:
-            service = build_service(self._settings)
+            self._service = build_service(self._settings)
         except StartupError as exc:
             # gunicorn prints this message and stops the master (exit code 4), no retry loop.
             raise AppImportError(f"graph-service: {exc}") from None
-        self._service = service
-        return service.app
+        return self._service.app
+
+    def _on_worker_ready(self, worker) -> None:
+        """Chain onto the worker's SIGTERM: gRPC stops taking calls while REST drains."""
+        service = self._service
+        if service is None or service.grpc is None:
+            return
+        gunicorn_handler = signal.getsignal(signal.SIGTERM)
+        grpc_server = service.grpc
+
+        def on_sigterm(signum, frame):
+            grpc_server.stop()
+            if callable(gunicorn_handler):
+                gunicorn_handler(signum, frame)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
 
     def _worker_exit(self, server: object, worker: object) -> None:
         if self._service is not None:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 # TF Serving's own defaults (tensorflow_serving/model_servers/main.cc).
 DEFAULT_REST_PORT = 8501
+DEFAULT_GRPC_PORT = 8500
+DEFAULT_GRPC_MAX_THREADS = 8
 DEFAULT_FS_POLL_SECONDS = 1.0
 DEFAULT_TIMEOUT_MS = 30_000
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -20,6 +22,8 @@ class Settings:
     model_name: str | None = None
     model_base_path: str | None = None
     rest_api_port: int = DEFAULT_REST_PORT
+    grpc_port: int = DEFAULT_GRPC_PORT  # TF Serving's --port; 0 serves REST only
+    grpc_max_threads: int = DEFAULT_GRPC_MAX_THREADS
     rest_api_host: str = "0.0.0.0"
     model_config_file_poll_wait_seconds: float = 0.0
     file_system_poll_wait_seconds: float = DEFAULT_FS_POLL_SECONDS

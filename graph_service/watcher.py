@@ -41,6 +41,9 @@ class ConfigWatcher:
         self._config_poll = config_poll_seconds
         self._fs_poll = fs_poll_seconds
         self._stop = threading.Event()
+        # Polls and HandleReloadConfigRequest (gRPC) both change entries and sync; one at a
+        # time. Re-entrant: a poll holds it across reload_config() and sync().
+        self._sync_lock = threading.RLock()
         self._status_lock = threading.Lock()
         self._errors = {"read": 0, "sync": 0}
         self._last_error = ""
@@ -56,30 +59,51 @@ class ConfigWatcher:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
+    def apply(self, entries: list[ModelEntry]) -> None:
+        """Serve `entries` from now on (gRPC HandleReloadConfigRequest); loads before returning.
+
+        With --model_config_file_poll_wait_seconds on, the next poll puts the file's entries
+        back, as in TF Serving.
+        """
+        with self._sync_lock:
+            self._entries = entries
+            try:
+                self._registry.sync(entries)
+            except Exception as exc:
+                # Reported like a poll's failure; the caller answers it, the next poll retries.
+                self._record("sync", exc)
+                raise
+
     def _run(self) -> None:
         now = time.monotonic()
         next_config = now + self._config_poll if self._config_poll > 0 else float("inf")
         next_fs = now + self._fs_poll if self._fs_poll > 0 else float("inf")
         while not self._stop.wait(max(0.0, min(next_config, next_fs) - time.monotonic())):
             now = time.monotonic()
-            if now >= next_config:
-                next_config = now + self._config_poll
-                self.reload_config()
             if now >= next_fs:
                 next_fs = now + self._fs_poll
-            self.sync()
+            with self._sync_lock:
+                if now >= next_config:
+                    next_config = now + self._config_poll
+                    self.reload_config()
+                self.sync()
 
     def sync(self) -> None:
         """Apply the current entries; any failure is reported and retried at the next poll."""
-        try:
-            self._registry.sync(self._entries)
-        except Exception as exc:
-            # The watcher must outlive any one bad poll; the next poll tries again.
-            logger.exception("reload failed; serving what was loaded before")
-            self._record("sync", exc)
+        with self._sync_lock:
+            try:
+                self._registry.sync(self._entries)
+            except Exception as exc:
+                # The watcher must outlive any one bad poll; the next poll tries again.
+                logger.exception("reload failed; serving what was loaded before")
+                self._record("sync", exc)
 
     def reload_config(self) -> None:
         """Re-read models.config; on any error keep the previous entries and report it."""
+        with self._sync_lock:
+            self._reload_config()
+
+    def _reload_config(self) -> None:
         try:
             entries = self._read_entries()
         except Exception as exc:

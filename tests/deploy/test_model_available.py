@@ -48,6 +48,7 @@ def graph(tmp_path_factory: pytest.TempPathFactory) -> tuple[ServerProcess, Path
             str(port),
             "--rest_api_host",
             "127.0.0.1",
+            "--port=0",  # REST only: the probe reads TF Serving's REST status URL
         ],
         port,
         root / "graph.log",

@@ -15,7 +15,7 @@ from tests.fixtures.servers import free_port, script, start_server
 def test_single_model_form_serves_and_stops_cleanly(tmp_path):
     """shared doc: --model_name NAME --model_base_path PATH serves one model; SIGTERM exits 0."""
     write_dense_savedmodel(tmp_path / "solo" / "3", 2, seed=3)
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     server = start_server(
         [
             script("graph-service"),
@@ -26,7 +26,7 @@ def test_single_model_form_serves_and_stops_cleanly(tmp_path):
             "--rest_api_port",
             str(port),
             "--port",
-            "8500",
+            str(grpc_port),
         ],
         port,
         tmp_path / "solo.log",
@@ -41,7 +41,7 @@ def test_single_model_form_serves_and_stops_cleanly(tmp_path):
         np.testing.assert_allclose(response.json()["predictions"], expected, rtol=1e-5)
         status = requests.get(server.url + "/v1/models/solo", timeout=10).json()
         assert status["model_version_status"][0]["version"] == "3"
-        assert "ignoring --port" in server.log()
+        assert f"gRPC API (PredictionService, ModelService) on 0.0.0.0:{grpc_port}" in server.log()
     finally:
         code = server.stop()
     assert code == 0
@@ -62,6 +62,7 @@ def test_no_loadable_version_exits_4_with_the_reason(tmp_path, layout, reason):
             script("graph-service"),
             f"--model_config_file={config}",
             f"--rest_api_port={free_port()}",
+            f"--port={free_port()}",
         ],
         capture_output=True,
         text=True,
