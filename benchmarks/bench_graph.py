@@ -29,7 +29,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.fixtures.savedmodels import start_graph_service, write_dense_savedmodel  # noqa: E402
+from devtools.savedmodels import start_graph_service, write_dense_savedmodel  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -28,14 +28,14 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.fixtures, this tree
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # devtools, this tree
 
-from logic_service.graph_client import GraphClient
-from tests.fixtures.savedmodels import (
+from devtools.savedmodels import (
     start_graph_service,
     write_dense_savedmodel,
     write_models_config,
 )
+from logic_service.graph_client import GraphClient
 
 WIDTH = 20
 PATH = "/v1/models/bench:predict"

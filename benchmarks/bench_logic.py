@@ -50,9 +50,9 @@ from bench_report import (  # noqa: E402
     write_plots,
 )
 
-from tests.fixtures.savedmodels import start_graph_service, write_dense_savedmodel  # noqa: E402
-from tests.fixtures.servers import ServerProcess, free_port, script, start_server  # noqa: E402
-from tests.fixtures.sklearn_artifacts import _build, credit_records  # noqa: E402
+from devtools.savedmodels import start_graph_service, write_dense_savedmodel  # noqa: E402
+from devtools.servers import ServerProcess, free_port, script, start_server  # noqa: E402
+from devtools.sklearn_artifacts import build_sklearn_artifacts, credit_records  # noqa: E402
 
 MODEL = "credit"
 DEFAULT_BENCH_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
@@ -235,7 +235,7 @@ def start_servers(
 ) -> tuple[dict[str, ServerProcess], Any]:
     """Artifacts, the graph model and every server under test; returns them by name."""
     servers: dict[str, ServerProcess] = {}
-    artifacts = _build(work / "artifacts")
+    artifacts = build_sklearn_artifacts(work / "artifacts")
     transformer = artifacts.root / "credit" / "transformer.pkl"
     width = artifacts.credit_features(credit_records(1)).shape[1]
     write_dense_savedmodel(work / "models" / MODEL / "1", width)

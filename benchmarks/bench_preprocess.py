@@ -22,9 +22,9 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from devtools.sklearn_artifacts import build_sklearn_artifacts, credit_records  # noqa: E402
 from logic_service.config import load_config  # noqa: E402
 from logic_service.pipelines import Pipeline, load_pipelines  # noqa: E402
-from tests.fixtures.sklearn_artifacts import _build, credit_records  # noqa: E402
 
 TARGET_MS = 0.15  # issue 9: one-row preprocess p50 on the credit example
 ENGINES = ("sklearn", "onnx")
@@ -32,7 +32,7 @@ ENGINES = ("sklearn", "onnx")
 
 def _pipelines(root: Path) -> dict[str, Pipeline]:
     """The credit pipeline (as examples/credit ships it) under each engine."""
-    artifacts = _build(root / "artifacts")
+    artifacts = build_sklearn_artifacts(root / "artifacts")
     document = {
         "pipelines": {
             engine: {

@@ -1,4 +1,4 @@
-"""Project-wide pytest setup. Model builders live in tests/fixtures/, one module per kind."""
+"""Project-wide pytest setup. Model builders live in devtools/, one module per kind."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
 
 # Fixture modules, one per kind of artifact, shared by every test package.
 pytest_plugins = [
-    "tests.fixtures.servers",
-    "tests.fixtures.keras_models",
-    "tests.fixtures.ckpt_models",
-    "tests.fixtures.savedmodels",
-    "tests.fixtures.sklearn_artifacts",
+    "devtools.servers",
+    "devtools.keras_models",
+    "devtools.ckpt_models",
+    "devtools.savedmodels",
+    "devtools.sklearn_artifacts",
 ]

@@ -71,7 +71,7 @@ def test_server_errors_are_counted_and_shown(server):
 
 
 def test_a_refused_connection_is_an_error_not_a_fast_answer():
-    from tests.fixtures.servers import free_port
+    from devtools.servers import free_port
 
     url = f"http://127.0.0.1:{free_port()}/nobody"
     result = loadgen.run(url, b"{}", concurrency=1, requests=5, seconds=60, warmup=0)

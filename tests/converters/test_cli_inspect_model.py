@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from converters.cli.inspect_model import main
-from tests.fixtures.servers import script
+from devtools.servers import script
 
 
 def _save(path):

@@ -6,7 +6,7 @@ import subprocess
 
 from converters.cli.models_config import main
 from converters.models_config import ModelsConfig
-from tests.fixtures.servers import script
+from devtools.servers import script
 
 
 def _version(root, name, version):

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from devtools.savedmodels import write_dense_savedmodel
+from devtools.servers import ServerProcess, free_port, script, start_server
 from tests.deploy.dockerfiles import ROOT
-from tests.fixtures.savedmodels import write_dense_savedmodel
-from tests.fixtures.servers import ServerProcess, free_port, script, start_server
 
 PROBE = ROOT / "deploy" / "tfserving" / "model-available"
 

@@ -30,7 +30,7 @@ import psutil
 import pytest
 import requests
 
-from tests.fixtures.servers import free_port
+from devtools.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK_PY = ROOT / "scripts" / "stack.py"

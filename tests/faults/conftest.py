@@ -23,14 +23,14 @@ import psutil
 import pytest
 import requests
 
-from tests.fixtures.savedmodels import (
+from devtools.savedmodels import (
     dense_reference,
     start_graph_service,
     write_dense_savedmodel,
     write_models_config,
 )
-from tests.fixtures.servers import ServerProcess, start_server
-from tests.fixtures.sklearn_artifacts import SklearnArtifacts, credit_records
+from devtools.servers import ServerProcess, start_server
+from devtools.sklearn_artifacts import SklearnArtifacts, credit_records
 from tests.logic_service.conftest import start_logic_service
 
 FULL = os.environ.get("FAULT_FULL", "") not in {"", "0"}

@@ -17,8 +17,8 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devtools.sklearn_artifacts import CREDIT_COLUMNS
 from tests.faults.conftest import FULL, record, start_logic
-from tests.fixtures.sklearn_artifacts import CREDIT_COLUMNS
 
 pytestmark = pytest.mark.fault
 

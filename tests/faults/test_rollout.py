@@ -12,12 +12,12 @@ import time
 import pytest
 import requests
 
-from tests.faults.conftest import GRAPH_SEED, Load, record, start_logic, statuses, wait_for
-from tests.fixtures.savedmodels import (
+from devtools.savedmodels import (
     start_graph_service,
     write_dense_savedmodel,
     write_models_config,
 )
+from tests.faults.conftest import GRAPH_SEED, Load, record, start_logic, statuses, wait_for
 
 pytestmark = pytest.mark.fault
 

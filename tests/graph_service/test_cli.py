@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
+from devtools.servers import script
 from graph_service.cli import build_parser, main, settings_from_args
-from tests.fixtures.servers import script
 
 
 def test_help_names_tensorflow_model_server_flags(capsys):

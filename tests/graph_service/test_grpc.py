@@ -40,16 +40,16 @@ from tensorflow_serving.apis import (
 )
 from tensorflow_serving.config import model_server_config_pb2
 
-from graph_service.bootstrap import build_service
-from graph_service.cli import build_parser, main, settings_from_args
-from tests.fixtures.savedmodels import (
+from devtools.savedmodels import (
     dense_reference,
     start_graph_service,
     write_dense_savedmodel,
     write_models_config,
     write_spin_savedmodel,
 )
-from tests.fixtures.servers import free_port, script
+from devtools.servers import free_port, script
+from graph_service.bootstrap import build_service
+from graph_service.cli import build_parser, main, settings_from_args
 
 TIMEOUT = 30
 TOOL_POLICY = (

@@ -1,6 +1,6 @@
 """TF Serving's own gRPC tests, run against graph-service serving TF Serving's own test model.
 
-The model is `half_plus_two` (tests/fixtures/savedmodels.py builds it the way
+The model is `half_plus_two` (devtools/savedmodels.py builds it the way
 tensorflow_serving/servables/tensorflow/testdata/saved_model_half_plus_two.py does), served
 as `default` from version folder 00000123, as in
 tensorflow_serving/model_servers/tensorflow_model_server_test.py. Requests and expected
@@ -33,8 +33,8 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from tests.fixtures.savedmodels import start_graph_service
-from tests.fixtures.servers import ServerProcess, free_port
+from devtools.savedmodels import start_graph_service
+from devtools.servers import ServerProcess, free_port
 
 RPC_TIMEOUT = 5.0  # tensorflow_model_server_test.py's RPC_TIMEOUT
 VERSION = 123  # the version folder 00000123

@@ -1,6 +1,6 @@
 """TF Serving's own REST tests, run against graph-service serving TF Serving's own test model.
 
-The model is `half_plus_two`, generated in tests/fixtures/savedmodels.py the way
+The model is `half_plus_two`, generated in devtools/savedmodels.py the way
 tensorflow_serving/servables/tensorflow/testdata/saved_model_half_plus_two.py generates it
 (`x` is tf.identity of a parse_example output, not a placeholder). Request bodies and expected
 answers are those of tensorflow_serving/model_servers/tensorflow_model_server_test.py:
@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.fixtures.savedmodels import start_graph_service
-from tests.fixtures.servers import ServerProcess
+from devtools.savedmodels import start_graph_service
+from devtools.servers import ServerProcess
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import requests
 
-from logic_service.codecs import decode_predict_response, encode_predict_request
-from tests.fixtures.savedmodels import (
+from devtools.savedmodels import (
     start_graph_service,
     write_models_config,
     write_protocol_savedmodel,
 )
-from tests.fixtures.servers import ServerProcess
+from devtools.servers import ServerProcess
+from logic_service.codecs import decode_predict_response, encode_predict_request
 
 
 @pytest.fixture(scope="module")

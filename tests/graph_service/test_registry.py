@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from converters.models_config import ModelEntry, VersionPolicy
+from devtools.savedmodels import dense_reference, write_dense_savedmodel
 from graph_service.errors import InvalidArgumentError, NotFoundError
 from graph_service.registry import ModelRegistry, aspired_versions
-from tests.fixtures.savedmodels import dense_reference, write_dense_savedmodel
 
 
 @pytest.mark.parametrize(

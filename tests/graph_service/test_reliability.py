@@ -20,16 +20,16 @@ import numpy as np
 import pytest
 import requests
 
-from graph_service.bootstrap import build_service
-from graph_service.pools import ModelPools, ResourceExhaustedError, UnavailableError
-from graph_service.settings import Settings
-from tests.fixtures.savedmodels import (
+from devtools.savedmodels import (
     dense_reference,
     start_graph_service,
     write_dense_savedmodel,
     write_models_config,
     write_spin_savedmodel,
 )
+from graph_service.bootstrap import build_service
+from graph_service.pools import ModelPools, ResourceExhaustedError, UnavailableError
+from graph_service.settings import Settings
 
 POLL = 0.3
 X = np.array([[0.3, -0.2, 0.8, 0.1]], np.float32)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import requests
 
-from tests.fixtures.savedmodels import dense_reference, write_dense_savedmodel
-from tests.fixtures.servers import free_port, script, start_server
+from devtools.savedmodels import dense_reference, write_dense_savedmodel
+from devtools.servers import free_port, script, start_server
 
 
 def test_single_model_form_serves_and_stops_cleanly(tmp_path):

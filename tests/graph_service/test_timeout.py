@@ -14,12 +14,12 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.fixtures.savedmodels import (
+from devtools.savedmodels import (
     start_graph_service,
     write_models_config,
     write_spin_savedmodel,
 )
-from tests.fixtures.servers import ServerProcess
+from devtools.servers import ServerProcess
 
 DEADLINE_MS = 200
 CHEAP = 1

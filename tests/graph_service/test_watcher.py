@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import requests
 
-from tests.fixtures.savedmodels import (
+from devtools.savedmodels import (
     dense_reference,
     start_graph_service,
     write_dense_savedmodel,

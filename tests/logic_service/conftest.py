@@ -11,7 +11,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from tests.fixtures.servers import ServerProcess, free_port, script, start_server
+from devtools.servers import ServerProcess, free_port, script, start_server
 
 
 def start_logic_service(

@@ -14,11 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from logic_service.app import create_app
-from logic_service.artifacts import file_sha256
-from logic_service.errors import ConfigError
-from logic_service.settings import Settings
-from tests.fixtures.sklearn_artifacts import (
+from devtools.sklearn_artifacts import (
     CHURN_COLUMNS,
     COMPILED_RTOL,
     CREDIT_COLUMNS,
@@ -26,6 +22,10 @@ from tests.fixtures.sklearn_artifacts import (
     churn_records,
     credit_records,
 )
+from logic_service.app import create_app
+from logic_service.artifacts import file_sha256
+from logic_service.errors import ConfigError
+from logic_service.settings import Settings
 
 FAULTY_RULES = """
 def postprocess(outputs, frame):

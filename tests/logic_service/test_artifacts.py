@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from devtools.sklearn_artifacts import OLD_SKLEARN, credit_records
 from logic_service.artifacts import file_sha256, import_modules, load_artifact
 from logic_service.config import ArtifactRef
 from logic_service.errors import ConfigError
-from tests.fixtures.sklearn_artifacts import OLD_SKLEARN, credit_records
 
 
 def test_sha256_pin_matches_and_mismatch_refuses(sklearn_artifacts, tmp_path) -> None:

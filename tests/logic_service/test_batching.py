@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import requests
 
-from tests.fixtures.savedmodels import dense_reference, start_graph_service, write_dense_savedmodel
-from tests.fixtures.sklearn_artifacts import credit_records
+from devtools.savedmodels import dense_reference, start_graph_service, write_dense_savedmodel
+from devtools.sklearn_artifacts import credit_records
 from tests.logic_service.conftest import start_logic_service
 
 CLIENTS = 16

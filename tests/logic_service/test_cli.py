@@ -12,14 +12,14 @@ import orjson
 import pytest
 import requests
 
-from logic_service.cli import main
-from tests.fixtures.servers import free_port, script
-from tests.fixtures.sklearn_artifacts import (
+from devtools.servers import free_port, script
+from devtools.sklearn_artifacts import (
     COMPILED_RTOL,
     CREDIT_COLUMNS,
     OLD_SKLEARN,
     credit_records,
 )
+from logic_service.cli import main
 from tests.logic_service.conftest import start_logic_service
 from tests.logic_service.test_app import service_document
 

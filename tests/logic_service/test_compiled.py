@@ -14,11 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devtools.sklearn_artifacts import COMPILED_RTOL, ZOO_REGIONS, zoo_records
 from logic_service.config import load_config
 from logic_service.errors import BadRequestError, ConfigError
 from logic_service.parity import UNKNOWN_CATEGORY, generated_rows
 from logic_service.pipelines import Pipeline, load_pipelines
-from tests.fixtures.sklearn_artifacts import COMPILED_RTOL, ZOO_REGIONS, zoo_records
 
 ZOO = {"transformer": "zoo/transformer.pkl", "model": "zoo/model.pkl", "method": "predict_proba"}
 

@@ -12,9 +12,9 @@ import pytest
 import requests
 from openapi_spec_validator import validate
 
+from devtools.servers import free_port, script
+from devtools.sklearn_artifacts import COMPILED_RTOL, ZOO_COLUMNS, zoo_records
 from logic_service.cli import main
-from tests.fixtures.servers import free_port, script
-from tests.fixtures.sklearn_artifacts import COMPILED_RTOL, ZOO_COLUMNS, zoo_records
 from tests.logic_service.conftest import start_logic_service
 
 ZOO = {"transformer": "zoo/transformer.pkl", "model": "zoo/model.pkl", "method": "predict_proba"}

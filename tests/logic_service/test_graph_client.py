@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import requests
 
-from tests.fixtures.sklearn_artifacts import credit_records
+from devtools.sklearn_artifacts import credit_records
 from tests.logic_service.conftest import TinyGraphTier, start_logic_service
 
 

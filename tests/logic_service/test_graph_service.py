@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import requests
 
-from tests.fixtures.savedmodels import dense_reference, start_graph_service, write_dense_savedmodel
-from tests.fixtures.servers import start_server
-from tests.fixtures.sklearn_artifacts import CREDIT_COLUMNS, churn_records, credit_records
+from devtools.savedmodels import dense_reference, start_graph_service, write_dense_savedmodel
+from devtools.servers import start_server
+from devtools.sklearn_artifacts import CREDIT_COLUMNS, churn_records, credit_records
 from tests.logic_service.conftest import start_logic_service
 
 

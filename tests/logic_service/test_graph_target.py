@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import requests
 
+from devtools.sklearn_artifacts import credit_records
 from logic_service.graph_target import FAILURE_MEMORY_SECONDS
-from tests.fixtures.sklearn_artifacts import credit_records
 from tests.logic_service.conftest import TinyGraphTier, start_logic_service
 
 

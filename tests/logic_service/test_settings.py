@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from devtools.servers import free_port, script
 from logic_service.errors import ConfigError
 from logic_service.settings import Settings
-from tests.fixtures.servers import free_port, script
 
 
 def test_env_names_the_file_and_overrides_the_graph_address() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from devtools.sklearn_artifacts import CREDIT_COLUMNS, credit_records
 from logic_service.errors import BadRequestError
 from logic_service.validation import (
     CATEGORY,
@@ -14,7 +15,6 @@ from logic_service.validation import (
     to_frame,
     validate_columns,
 )
-from tests.fixtures.sklearn_artifacts import CREDIT_COLUMNS, credit_records
 
 
 @pytest.fixture(scope="module")

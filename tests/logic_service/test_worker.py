@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from devtools.servers import ServerProcess, script
+from devtools.sklearn_artifacts import credit_records
 from logic_service.worker import probe_lane
-from tests.fixtures.servers import ServerProcess, script
-from tests.fixtures.sklearn_artifacts import credit_records
 from tests.logic_service.conftest import TinyGraphTier, start_logic_service
 
 GRAPH_DELAY = 4.0
