@@ -207,27 +207,11 @@ def check_parity(urls: dict[str, str], bodies: dict[str, Path]) -> float:
 
 
 def print_preprocess_table() -> None:
-    """Hook for benchmarks/bench_preprocess.py (per-pipeline preprocess p50, sklearn vs
-    compiled), which arrives with the compiled-pipelines work; its main() prints the table."""
-    try:
-        import bench_preprocess
-    except ModuleNotFoundError as exc:
-        if exc.name != "bench_preprocess":
-            raise
-        print(
-            "\npreprocess table: not printed: benchmarks/bench_preprocess.py is not in this tree "
-            "(it comes with the compiled-pipelines work)."
-        )
-        return
-    entry = getattr(bench_preprocess, "main", None)
-    if entry is None:
-        print(
-            "\npreprocess table: not printed: benchmarks/bench_preprocess.py has no main(argv) "
-            "for this hook to call."
-        )
-        return
+    """Per-pipeline preprocess p50, scikit-learn vs compiled (benchmarks/bench_preprocess.py)."""
+    import bench_preprocess
+
     print("\npreprocess p50 per pipeline (benchmarks/bench_preprocess.py):", flush=True)
-    entry([])
+    bench_preprocess.main([])
 
 
 def start_servers(

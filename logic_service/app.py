@@ -119,6 +119,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     return app
 
 
+def warm_up(app: Flask) -> None:
+    """Per-process start-up after gunicorn's fork: the compiled pipelines' onnxruntime sessions,
+    so a worker's first request does not pay for them."""
+    for pipeline in app.extensions[EXTENSION].scorer.pipelines.values():
+        pipeline.open_sessions()
+
+
 def _state() -> ServiceState:
     return current_app.extensions[EXTENSION]
 

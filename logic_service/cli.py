@@ -55,13 +55,24 @@ def build_parser() -> argparse.ArgumentParser:
             "Fitted scikit-learn transformers are compiled to ONNX at start-up and serve only "
             "after a parity check against scikit-learn (per pipeline engine: auto|onnx|sklearn)."
         ),
-        epilog=(
-            "Environment: LOGIC_CONFIG (pipeline file when --config is not given), "
-            "GRAPH_SERVICE_URL (overrides graph_service_url in the file), LOGIC_WORKERS, "
-            "LOGIC_THREADS, LOGIC_GRAPH_READ_TIMEOUT, LOGIC_GRAPH_CONNECT_TIMEOUT, "
-            "LOGIC_GRAPH_RETRIES, LOGIC_MAX_CONTENT_LENGTH, PROMETHEUS_MULTIPROC_DIR. "
-            "Example: logic-service --config examples/credit/pipelines.yaml --bind 127.0.0.1:5000"
-        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="""environment (README: Logic service > Environment):
+  LOGIC_CONFIG                 pipeline file when --config is not given
+  GRAPH_SERVICE_URL            graph tier address with its scheme (http://graph:8501)
+  LOGIC_WORKERS, LOGIC_THREADS gunicorn processes and request threads per process
+  LOGIC_REQUEST_TIMEOUT        per-request budget in s (10); header X-Request-Timeout-Ms lowers it
+  LOGIC_GRAPH_CONNECT_TIMEOUT, LOGIC_GRAPH_READ_TIMEOUT, LOGIC_GRAPH_RETRIES, LOGIC_GRAPH_POOL_SIZE,
+  LOGIC_GRAPH_CONCURRENCY      the graph client (graph calls in flight per target and worker)
+  LOGIC_BATCHING, LOGIC_MAX_BATCH_ROWS, LOGIC_MAX_BATCH_WAIT_MS   micro-batching into the graph
+  LOGIC_BREAKER_FAILURES, LOGIC_BREAKER_RESET_SECONDS             circuit breaker per graph target
+  LOGIC_MAX_CONTENT_LENGTH, LOGIC_JSON_LOGS, LOGIC_ACCESS_LOG, LOGIC_GRACEFUL_TIMEOUT,
+  LOGIC_WORKER_TIMEOUT, LOGIC_KEEPALIVE, LOGIC_LOG_LEVEL, PROMETHEUS_MULTIPROC_DIR
+A bad value ends the start with one line and exit code 2.
+
+example:
+  logic-service --config examples/credit/pipelines.yaml --bind 127.0.0.1:5000
+  logic-service --config examples/credit/pipelines.yaml --check
+""",
     )
     parser.add_argument(
         "--config", metavar="FILE", help="pipeline file (YAML); default: $LOGIC_CONFIG"

@@ -75,6 +75,13 @@ for _name in os.listdir(_metrics_dir):
         os.unlink(os.path.join(_metrics_dir, _name))
 
 
+def post_worker_init(worker):
+    """Open this worker's onnxruntime sessions before its first request (never in the master)."""
+    from logic_service.app import warm_up
+
+    warm_up(worker.wsgi)
+
+
 def child_exit(server, worker):
     """Drop a dead worker's live-gauge files so /metrics does not report it."""
     from prometheus_client import multiprocess
