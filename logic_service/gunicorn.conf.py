@@ -79,7 +79,22 @@ def post_worker_init(worker):
     """Open this worker's onnxruntime sessions before its first request (never in the master)."""
     from logic_service.app import warm_up
 
-    warm_up(worker.wsgi)
+    warm_up(worker.app.wsgi())  # the Flask app itself (the worker wraps worker.wsgi)
+
+
+def worker_exit(server, worker):
+    """Leave the worker through os._exit with the exit code gunicorn chose: onnxruntime, imported
+    by the preloaded app in the master, is not fork-safe at interpreter exit (a forked child
+    hangs or aborts in its C++ destructors), so a normal exit would hang each worker until the
+    graceful timeout killed it, and a worker that failed to boot would never report it."""
+    import logging
+
+    exiting = sys.exc_info()[1]  # gunicorn calls this hook while its sys.exit(code) unwinds
+    code = exiting.code if isinstance(exiting, SystemExit) else 0
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else 1)
 
 
 def child_exit(server, worker):

@@ -191,3 +191,21 @@ def test_check_prints_engine_parity_and_rows(sklearn_artifacts, capsys) -> None:
         re.M,
     ), out
     assert re.search(r"^  engine: sklearn \(fallback: MissingShapeCalculator: .*Clipper", out, re.M)
+
+
+def test_workers_with_onnxruntime_exit_on_sigterm_without_being_killed(
+    sklearn_artifacts, tmp_path
+) -> None:
+    """onnxruntime is imported by the preloaded app in the master; a forked worker that left
+    through a normal interpreter exit hung (or aborted) in its C++ destructors until gunicorn's
+    graceful timeout killed it. Workers now leave through os._exit with gunicorn's code."""
+    config = sklearn_artifacts.write_config("compiled_exit.yaml", {"pipelines": {"zoo": ZOO}})
+    log = tmp_path / "logic.log"
+    server = start_logic_service(config, log)
+    assert _post(server, "zoo", zoo_records(2)).status_code == 200
+    code = server.stop(timeout=15)
+    text = log.read_text()
+    assert code == 0, text[-2000:]
+    assert "terminate called" not in text
+    assert not re.search(r"was sent SIG(ABRT|KILL)", text), text[-2000:]
+    assert text.count("Worker exiting") == 2
