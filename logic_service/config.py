@@ -59,6 +59,16 @@ class ArtifactRef:
     sha256: str | None = None
 
 
+def model_path(model: str, version: int | None, version_label: str | None) -> str:
+    """TF Serving's REST prefix for a servable: `/v1/models/NAME[/versions/V|/labels/L]`."""
+    base = f"/v1/models/{model}"
+    if version is not None:
+        return f"{base}/versions/{version}"
+    if version_label is not None:
+        return f"{base}/labels/{version_label}"
+    return base
+
+
 @dataclass(frozen=True)
 class GraphTarget:
     """Which servable on the graph tier a pipeline calls, and how."""
@@ -73,12 +83,7 @@ class GraphTarget:
 
     def path(self) -> str:
         """`/v1/models/NAME[/versions/V|/labels/L]`, TF Serving's REST prefix for this target."""
-        base = f"/v1/models/{self.model}"
-        if self.version is not None:
-            return f"{base}/versions/{self.version}"
-        if self.version_label is not None:
-            return f"{base}/labels/{self.version_label}"
-        return base
+        return model_path(self.model, self.version, self.version_label)
 
     def describe(self) -> str:
         suffix = ""

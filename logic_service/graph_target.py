@@ -28,7 +28,7 @@ from logic_service.codecs import (
     decode_signature,
     encode_predict_request,
 )
-from logic_service.config import GraphTarget
+from logic_service.config import GraphTarget, model_path
 from logic_service.deadline import Deadline
 from logic_service.errors import (
     BadRequestError,
@@ -69,12 +69,7 @@ class TargetKey:
 
     @property
     def path(self) -> str:
-        base = f"/v1/models/{self.model}"
-        if self.version is not None:
-            return f"{base}/versions/{self.version}"
-        if self.version_label is not None:
-            return f"{base}/labels/{self.version_label}"
-        return base
+        return model_path(self.model, self.version, self.version_label)
 
     @property
     def label(self) -> str:

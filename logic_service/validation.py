@@ -68,15 +68,7 @@ def infer_schema(artifacts: Iterable[Any], declared: dict[str, str]) -> InputSch
 
 def to_frame(data: Any, schema: InputSchema, max_rows: int) -> pd.DataFrame:
     """`data` (records, columns, or one record) -> a checked DataFrame in training order."""
-    rows = _count_rows(data)
-    if rows == 0:
-        raise BadRequestError('"data" is empty: send at least one record')
-    if rows > max_rows:
-        raise BadRequestError(
-            f'"data" has {rows} rows, more than this pipeline\'s max_rows={max_rows}'
-        )
-    if isinstance(data, dict) and not _is_columns(data):
-        data = [data]
+    data, _ = _table(data, max_rows)
     if schema.columns and schema.closed:
         return _closed_frame(data, schema)
     try:
@@ -108,6 +100,12 @@ def validate_columns(data: Any, schema: InputSchema, max_rows: int) -> tuple[dic
     Numeric columns come back as float64 arrays (null -> NaN), the others as lists of
     scalars; every check (and every 400 message) is the one `to_frame` applies.
     """
+    data, rows = _table(data, max_rows)
+    return closed_columns(data, schema), rows
+
+
+def _table(data: Any, max_rows: int) -> tuple[list | dict, int]:
+    """Records or columns with their row count; one record becomes a list of one."""
     rows = _count_rows(data)
     if rows == 0:
         raise BadRequestError('"data" is empty: send at least one record')
@@ -117,7 +115,7 @@ def validate_columns(data: Any, schema: InputSchema, max_rows: int) -> tuple[dic
         )
     if isinstance(data, dict) and not _is_columns(data):
         data = [data]
-    return closed_columns(data, schema), rows
+    return data, rows
 
 
 def closed_columns(data: list | dict, schema: InputSchema) -> dict[str, Any]:
