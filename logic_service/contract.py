@@ -78,8 +78,11 @@ def read_contract(obj: Any, schema: InputSchema) -> Contract:
         fed = {name for _, selected in branches for name in selected}
         for column in columns.values():
             column.used = column.name in fed
+    unfilled: set[str] = set()  # read raw by a branch that does not begin by imputing
     for estimator, selected in branches:
         steps = _steps(estimator)
+        if not steps or type(steps[0]).__name__ != "SimpleImputer":
+            unfilled.update(selected)
         if not steps or steps[0] == "passthrough":
             for name in selected:
                 columns[name].numeric_use = True
@@ -89,6 +92,8 @@ def read_contract(obj: Any, schema: InputSchema) -> Contract:
                 columns[name].numeric_use = True
         _walk(steps, [columns[name] for name in selected if name in columns])
     for column in columns.values():
+        if column.categories is None and column.name in unfilled:
+            column.nullable = False  # one branch sees the null as NaN: not scorable
         if column.categories is not None:
             values = [v for v in column.categories if not _missing(v)]
             column.nullable = column.nullable or len(values) < len(column.categories)

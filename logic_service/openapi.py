@@ -19,6 +19,9 @@ from logic_service.validation import ANY, NUMBER
 
 routes = Blueprint("logic_service_openapi", __name__)
 _CACHE_KEY = "logic_service_openapi"
+# The smallest number that becomes inf in float32 (float32's max plus half a step): below it a
+# JSON number rounds to a finite float32 and scores.
+FLOAT32_LIMIT = 2.0**128 - 2.0**103
 _ERRORS = {
     "400": "The body does not match the pipeline's contract; msg names the column, row and fix.",
     "404": "No such pipeline.",
@@ -162,12 +165,17 @@ def _column_schema(pipeline: Pipeline, name: str, column: ColumnContract | None)
         if reject or column.unknown_is_error:
             schema["enum"] = [*known, None] if column.nullable else known
         else:
+            if base == "string":  # any other scalar is one more unknown category: scored
+                schema["type"] = ["string", "number", "boolean", "null"]
             schema["examples"] = known[:10]
             schema["description"] = "Unknown values are scored as the encoder scores them."
         return schema
     if kind == NUMBER or (column is not None and column.onnx_type != STRING):
         nullable = column.nullable if column is not None else True
-        return {"type": ["number", "null"] if nullable else "number"}
+        schema = {"type": ["number", "null"] if nullable else "number"}
+        if pipeline.compiled:  # the graph computes in float32: beyond it is a 400
+            schema |= {"exclusiveMinimum": -FLOAT32_LIMIT, "exclusiveMaximum": FLOAT32_LIMIT}
+        return schema
     return {"type": ["string", "null"]} if kind != ANY else {}
 
 
@@ -177,7 +185,11 @@ def _body_schema(name: str, record: str, pipeline: Pipeline, optional_model: boo
         "type": "object",
         "required": ["data"] if optional_model else ["model", "data"],
         "properties": {
-            "model": {"const": name, "description": "The pipeline to score with."},
+            "model": {
+                # The default pipeline is also what a missing or null "model" picks.
+                "enum": [name, None] if optional_model else [name],
+                "description": "The pipeline to score with.",
+            },
             "data": {
                 "description": "Records, one record, or an object of equal-length columns.",
                 "anyOf": [
@@ -188,16 +200,39 @@ def _body_schema(name: str, record: str, pipeline: Pipeline, optional_model: boo
                         "maxItems": pipeline.spec.max_rows,
                     },
                     ref,
-                    {
-                        "type": "object",
-                        "additionalProperties": {"type": "array"},
-                        "required": list(pipeline.schema.columns),
-                    },
+                    _columns_schema(pipeline),
                 ],
             },
         },
     }
     return schema
+
+
+def _columns_schema(pipeline: Pipeline) -> dict[str, Any]:
+    """The object-of-columns form: each column a list of that column's values.
+
+    JSON Schema cannot say "every list has the same length"; the description does, and the
+    service answers 400 naming it.
+    """
+    contract = pipeline.contract
+    rows = {"minItems": 1, "maxItems": pipeline.spec.max_rows}
+    properties = {
+        name: {
+            "type": "array",
+            "items": _column_schema(
+                pipeline, name, contract.columns.get(name) if contract else None
+            ),
+            **rows,
+        }
+        for name in pipeline.schema.columns
+    }
+    return {
+        "type": "object",
+        "description": "Columns: every list the same length, one value per row.",
+        "required": list(pipeline.schema.columns),
+        "properties": properties,
+        "additionalProperties": {"type": "array", **rows},
+    }
 
 
 def _example(name: str, pipeline: Pipeline) -> dict[str, Any]:

@@ -131,18 +131,25 @@ class Pipeline:
         else:
             features = self.compiled_features.run(columns)
         if features.dtype.kind == "f" and not np.isfinite(features).all():
-            where = first_null_in(columns)
-            if where:
-                raise BadRequestError(
-                    f"{where} is null and pipeline {self.name!r} does not impute missing "
-                    "values: send a value"
-                )
+            # A number beyond float32 is a certain cause; a null only where nothing imputes it.
             if where := _first_out_of_range(columns):
                 raise BadRequestError(
                     f"{where} is beyond the float32 range (about ±3.4e38) the model computes "
                     "in: send a smaller number"
                 )
+            if where := first_null_in(self._not_imputed(columns)):
+                raise BadRequestError(
+                    f"{where} is null and pipeline {self.name!r} does not impute missing "
+                    "values: send a value"
+                )
         return features
+
+    def _not_imputed(self, columns: dict[str, Any]) -> dict[str, Any]:
+        """The columns whose nulls the transformers cannot fill (all of them without a contract)."""
+        if self.contract is None:
+            return columns
+        known = self.contract.columns
+        return {n: v for n, v in columns.items() if n not in known or not known[n].nullable}
 
     def _check_unknown(self, columns: dict[str, Any]) -> None:
         """Unknown categories: 400 under `reject` or an encoder fitted with handle_unknown=error;
