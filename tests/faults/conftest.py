@@ -36,6 +36,9 @@ from tests.logic_service.conftest import start_logic_service
 FULL = os.environ.get("FAULT_FULL", "") not in {"", "0"}
 # The defaults the suite's logic tiers run with: a short budget so faults show in seconds,
 # and the breaker (wp-graphpath) retrying an open target every second.
+# A small body limit, so the suite's oversized bodies are cheap to build and send.
+MAX_BODY = 64 * 1024
+
 FAST_FAILURE_ENV = {
     "LOGIC_GRAPH_READ_TIMEOUT": "2",
     "LOGIC_REQUEST_TIMEOUT": "2",
@@ -305,3 +308,16 @@ def start_logic(
         "logic /ready 200",
     )
     return server
+
+
+@pytest.fixture
+def logic(fault_bed: FaultBed, graph: ServerProcess, tmp_path: Path) -> Iterator[ServerProcess]:
+    """A logic tier (body limit MAX_BODY) in front of this test's graph tier."""
+    server = start_logic(
+        fault_bed,
+        graph.url,
+        tmp_path / "logic.log",
+        env={"LOGIC_MAX_CONTENT_LENGTH": str(MAX_BODY)},
+    )
+    yield server
+    server.stop()

@@ -18,12 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devtools.sklearn_artifacts import CREDIT_COLUMNS
-from tests.faults.conftest import FULL, record, start_logic
+from tests.faults.conftest import FULL, MAX_BODY, record
 
 pytestmark = pytest.mark.fault
 
 EXAMPLES = 1500 if FULL else 150
-MAX_BODY = 64 * 1024
 FUZZ_SETTINGS = settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -108,18 +107,6 @@ content_types = st.sampled_from(
         "",
     ]
 )
-
-
-@pytest.fixture
-def logic(fault_bed, graph, tmp_path):
-    server = start_logic(
-        fault_bed,
-        graph.url,
-        tmp_path / "logic.log",
-        env={"LOGIC_MAX_CONTENT_LENGTH": str(MAX_BODY)},
-    )
-    yield server
-    server.stop()
 
 
 def test_get_score_answers_any_body_with_json_and_its_own_status(fault_bed, logic) -> None:

@@ -13,7 +13,15 @@ import time
 
 import pytest
 
-from tests.faults.conftest import FULL, Load, record, start_logic, statuses, tree_rss_mb
+from tests.faults.conftest import (
+    FULL,
+    MAX_BODY,
+    Load,
+    record,
+    start_logic,
+    statuses,
+    tree_rss_mb,
+)
 
 pytestmark = pytest.mark.fault
 
@@ -21,7 +29,6 @@ REQUESTS = 20_000 if FULL else 2_000
 WARM_UP = 1_000
 CLIENTS = 8
 GROWTH_LIMIT_MB = 20
-MAX_BODY = 64 * 1024
 
 
 def _mixed(fault_bed):

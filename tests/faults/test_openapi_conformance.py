@@ -17,12 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.config import SchemathesisConfig
 
-from tests.faults.conftest import FULL, record, start_logic
+from tests.faults.conftest import FULL, record
 
 pytestmark = pytest.mark.fault
 
 EXAMPLES = 500 if FULL else 50  # per operation and generation mode
-MAX_BODY = 64 * 1024
 # A request the document forbids must be refused with one of the 4xx the document lists for
 # refusals (schemathesis's default list has no 413: too many rows is one).
 CONFIG = SchemathesisConfig.from_dict(
@@ -76,18 +75,6 @@ def _exercise(operation, mode: GenerationMode, url: str, session, seen: Counter[
         seen[f"{operation.method.upper()} {mode.value} {response.status_code}"] += 1
 
     check()
-
-
-@pytest.fixture
-def logic(fault_bed, graph, tmp_path):
-    server = start_logic(
-        fault_bed,
-        graph.url,
-        tmp_path / "logic.log",
-        env={"LOGIC_MAX_CONTENT_LENGTH": str(MAX_BODY)},
-    )
-    yield server
-    server.stop()
 
 
 def test_logic_service_conforms_to_its_openapi_document(fault_bed, logic) -> None:
