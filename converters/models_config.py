@@ -243,6 +243,9 @@ def list_versions(model_dir: Path) -> list[int]:
     )
 
 
+_REMOTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 def check(config: ModelsConfig, container_root: str = CONTAINER_MODEL_ROOT) -> list[str]:
     """Problems TF Serving would hit with this config: one readable line each."""
     problems: list[str] = []
@@ -260,6 +263,9 @@ def check(config: ModelsConfig, container_root: str = CONTAINER_MODEL_ROOT) -> l
             continue
         if entry.model_platform != "tensorflow":
             problems.append(f"{where}: model_platform {entry.model_platform!r} is not 'tensorflow'")
+        if _REMOTE.match(entry.base_path):
+            # gs:// and other file systems TF Serving reads itself: nothing to list from here.
+            continue
         local = resolve_base_path(entry.base_path, config_dir, container_root)
         versions = list_versions(local)
         if not versions:

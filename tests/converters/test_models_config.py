@@ -127,3 +127,15 @@ def test_check_reports_what_tf_serving_would_fail_on(tmp_path):
     assert "model 'credit': label 'canary' points at version 2, not on disk" in problems
     assert any(p.startswith("model 'churn': no version folders") for p in problems)
     assert not any("stable" in p for p in problems)
+
+
+def test_check_leaves_remote_base_paths_to_tf_serving(tmp_path):
+    """A gs:// base path (deploy/k8s/gcs) cannot be listed from here: check must not report
+    it as an empty local folder, while local entries in the same file are still checked."""
+    config = ModelsConfig.load(tmp_path / "models.config", missing_ok=True)
+    config.upsert(ModelEntry("credit", "gs://bucket/models/credit"))
+    config.upsert(ModelEntry("churn", "/models/churn"))
+    config.save()
+    problems = check(ModelsConfig.load(tmp_path / "models.config"))
+    assert not any("credit" in p for p in problems), problems
+    assert any(p.startswith("model 'churn': no version folders") for p in problems)
