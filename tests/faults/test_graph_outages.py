@@ -93,8 +93,12 @@ def test_graph_killed_under_load_only_json_503_then_all_200_within_2s_of_its_ret
     assert dead and all(o.status == 503 and o.json_ok for o in dead), [
         (o.status, o.body) for o in dead if o.status != 503 or not o.json_ok
     ][:5]
-    assert all(o.status in (503, 504) and o.json_ok for o in failed), [
-        (o.status, o.body) for o in failed if o.status not in (503, 504) or not o.json_ok
+    # A call in flight when the graph dies has its connection reset under it: JSON 502 ("broke
+    # off"); every request started after that gets 503 or 504.
+    in_flight = [o for o in failed if o.started < dead_at]
+    assert all(o.status in (502, 503, 504) and o.json_ok for o in in_flight), in_flight[:5]
+    assert all(o.status in (503, 504) and o.json_ok for o in failed if o.started >= dead_at), [
+        (o.status, o.body) for o in failed if o.started >= dead_at and o.status not in (503, 504)
     ][:5]
     assert all(o.started + o.seconds >= killed_at for o in failed)
     assert late and all(o.status == 200 for o in late), statuses(late)
