@@ -8,45 +8,34 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import orjson
 from flask import Blueprint, Flask, Response, current_app, g, request
-from werkzeug.exceptions import RequestEntityTooLarge
 
-from logic_service.codecs import decode_score_request, encode_body, encode_score_response
+from logic_service.codecs import encode_body
 from logic_service.config import ServiceConfig, load_config
-from logic_service.deadline import TIMEOUT_HEADER, Deadline
 from logic_service.drain import refuse_if_draining
 from logic_service.errors import ConfigError, register_error_handlers
 from logic_service.graph_client import GraphClient, validate_url
 from logic_service.metrics import Metrics
 from logic_service.openapi import routes as openapi_routes
 from logic_service.pipelines import load_pipelines
-from logic_service.request_log import configure_logging, log_request
+from logic_service.request_log import (
+    REQUEST_ID_HEADER,
+    RequestInfo,
+    configure_logging,
+    log_request,
+)
+from logic_service.score_endpoint import ScoreEndpoint
 from logic_service.scoring import Scorer
 from logic_service.settings import Settings
 
 log = logging.getLogger(__name__)
 
 EXTENSION = "logic_service"
-REQUEST_ID_HEADER = "X-Request-ID"
-_MAX_REQUEST_ID = 128
 
 routes = Blueprint("logic_service", __name__)
-
-
-@dataclass(slots=True)
-class RequestInfo:
-    """What the hooks and the view note about one request (one `g` lookup, not ten)."""
-
-    started: float
-    request_id: str
-    timings: dict[str, float] = field(default_factory=dict)
-    trace: dict[str, int] = field(default_factory=dict)  # graph batch id and size
-    pipeline: str | None = None
-    rows: int | None = None
 
 
 @dataclass
@@ -101,11 +90,17 @@ def create_app(settings: Settings | None = None) -> Flask:
         )
 
     app = Flask(__name__)
-    # One byte over the limit: werkzeug cuts a chunked body at MAX_CONTENT_LENGTH without a
-    # word, so get_score needs to see that there was more (and answers 413 itself).
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length + 1
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
     app.extensions[EXTENSION] = ServiceState(settings, config, scorer, metrics)
     register_error_handlers(app)
+    # POST /get_score is served before Flask: the hot path (score_endpoint.py).
+    app.wsgi_app = ScoreEndpoint(  # type: ignore[method-assign]
+        app.wsgi_app,
+        scorer,
+        metrics,
+        max_content_length=settings.max_content_length,
+        request_timeout=settings.request_timeout,
+    )
     app.register_blueprint(routes)
     app.register_blueprint(openapi_routes)
     app.before_request(_begin)
@@ -132,31 +127,6 @@ def _state() -> ServiceState:
 
 def _json(payload: object, status: int = 200) -> Response:
     return Response(encode_body(payload), status=status, mimetype="application/json")
-
-
-@routes.post("/get_score")
-def get_score() -> Response:
-    state = _state()
-    body = request.get_data(cache=False)
-    if len(body) > state.settings.max_content_length:
-        raise RequestEntityTooLarge()
-    score_request = decode_score_request(body, request.content_type)
-    pipeline = state.scorer.select(score_request.model)
-    info: RequestInfo = g.info
-    info.pipeline = pipeline.name
-    deadline = Deadline.for_request(
-        request.headers.get(TIMEOUT_HEADER), state.settings.request_timeout
-    )
-    result = state.scorer.score(
-        pipeline,
-        score_request.data,
-        info.request_id,
-        info.timings,
-        deadline=deadline,
-        trace=info.trace,
-    )
-    info.rows = result.rows
-    return Response(encode_score_response(result.data), mimetype="application/json")
 
 
 @routes.get("/health")
@@ -201,16 +171,15 @@ def metrics() -> Response:
 
 
 def _begin() -> None:
-    incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    request_id = incoming[:_MAX_REQUEST_ID] if incoming and incoming.isprintable() else ""
-    g.info = RequestInfo(time.perf_counter(), request_id or uuid.uuid4().hex)
+    g.info = RequestInfo.begin(request.headers.get(REQUEST_ID_HEADER))
 
 
 def _finish(response: Response) -> Response:
-    """Stamp the request id, count and time the request, write its one log line."""
+    """Stamp the request id, time the request, write its one log line (the routes Flask
+    serves; POST /get_score has its own in ScoreEndpoint)."""
     info: RequestInfo | None = g.get("info")
     if info is None:  # a hook before ours failed: still answer with an id and a log line
-        info = RequestInfo(time.perf_counter(), uuid.uuid4().hex)
+        info = RequestInfo.begin(None)
     response.headers[REQUEST_ID_HEADER] = info.request_id
     timings = info.timings
     timings["total"] = time.perf_counter() - info.started
@@ -222,11 +191,6 @@ def _finish(response: Response) -> Response:
         except (orjson.JSONDecodeError, AttributeError):
             error = None
     path = request.path
-    if path == "/get_score":
-        state = _state()
-        # Only configured names become labels: a caller's typo must not grow the series.
-        label = info.pipeline if info.pipeline in state.scorer.pipelines else "-"
-        state.metrics.observe(label, status, timings)
     log_request(
         request_id=info.request_id,
         method=request.method,

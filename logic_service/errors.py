@@ -8,6 +8,7 @@ failures map to 502/503/504, never to a bare 500 with an HTML page.
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 
 import orjson
 from flask import Flask, Response
@@ -52,6 +53,24 @@ class UnsupportedMediaTypeError(LogicError):
     status = 415
 
 
+class MethodNotAllowedError(LogicError):
+    """The URL exists, the method does not (the response names the allowed ones)."""
+
+    status = 405
+
+    def __init__(self, message: str = _HTTP_MESSAGES[405]) -> None:
+        super().__init__(message)
+
+
+class PayloadTooLargeError(LogicError):
+    """The body is over LOGIC_MAX_CONTENT_LENGTH; it is not read."""
+
+    status = 413
+
+    def __init__(self, message: str = _HTTP_MESSAGES[413]) -> None:
+        super().__init__(message)
+
+
 class GraphUnavailableError(LogicError):
     """The graph tier cannot be reached, or the model is not loaded there."""
 
@@ -70,10 +89,26 @@ class GraphRejectedError(LogicError):
     status = 502
 
 
+def error_body(status: int, message: str) -> bytes:
+    """The single error body shape, serialised once here (Flask routes and ScoreEndpoint)."""
+    return orjson.dumps({"msg": message, "code": status, "data": None})
+
+
 def error_response(status: int, message: str) -> Response:
-    """The single error body shape, serialised once here."""
-    body = orjson.dumps({"msg": message, "code": status, "data": None})
-    return Response(body, status=status, mimetype="application/json")
+    return Response(error_body(status, message), status=status, mimetype="application/json")
+
+
+def unexpected_error(error: Exception) -> tuple[int, str]:
+    """What a bug answers: 500 naming the exception (the traceback goes to the log)."""
+    return 500, f"internal error: {type(error).__name__}: {error}"
+
+
+def status_line(status: int) -> str:
+    """`200 OK`, as WSGI's start_response wants it."""
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"{status} Unknown"
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -95,4 +130,4 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
         log.exception("unhandled error")
-        return error_response(500, f"internal error: {type(error).__name__}: {error}")
+        return error_response(*unexpected_error(error))

@@ -51,8 +51,10 @@ timeout = _whole("LOGIC_WORKER_TIMEOUT", 60, 0, "seconds before a silent worker 
 # (scripts/stack.py waits graceful_timeout + 10 s; Kubernetes terminationGracePeriodSeconds).
 graceful_timeout = _whole("LOGIC_GRACEFUL_TIMEOUT", 20, 0, "seconds a stopping worker drains")
 keepalive = _whole("LOGIC_KEEPALIVE", 5, 0, "seconds an idle keep-alive connection stays open")
-# LOGIC_ACCESS_LOG= (empty) turns the access log off; the JSON request log stays.
-accesslog = os.environ.get("LOGIC_ACCESS_LOG", "-") or None
+# gunicorn's access log is off by default: the JSON request line (request_log.py) already says
+# who asked what, with status, id and stage timings, and a second line per request cost 8% of
+# the tier's CPU (benchmarks/bench_logic.py). LOGIC_ACCESS_LOG=- writes it to stderr as well.
+accesslog = os.environ.get("LOGIC_ACCESS_LOG", "") or None
 errorlog = "-"
 # No runtime control socket: several instances share a host in tests and the container's
 # filesystem is read-only for the service user.

@@ -9,12 +9,37 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 ACCESS_LOGGER = "logic_service.request"
+REQUEST_ID_HEADER = "X-Request-ID"
+_MAX_REQUEST_ID = 128
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+@dataclass(slots=True)
+class RequestInfo:
+    """What one request's log line and metrics need, noted as the request runs."""
+
+    started: float
+    request_id: str
+    timings: dict[str, float] = field(default_factory=dict)
+    trace: dict[str, int] = field(default_factory=dict)  # graph batch id and size
+    pipeline: str | None = None
+    rows: int | None = None
+
+    @classmethod
+    def begin(cls, incoming_id: str | None) -> RequestInfo:
+        """Start the clock; keep the caller's X-Request-ID (printable, at most 128
+        characters) or make one."""
+        request_id = ""
+        if incoming_id and incoming_id.isprintable():
+            request_id = incoming_id[:_MAX_REQUEST_ID]
+        return cls(time.perf_counter(), request_id or uuid.uuid4().hex)
 
 
 class JsonFormatter(logging.Formatter):

@@ -18,6 +18,7 @@ import requests
 
 from devtools.savedmodels import dense_reference, start_graph_service, write_dense_savedmodel
 from devtools.sklearn_artifacts import credit_records
+from logic_service.batcher import Signal
 from tests.logic_service.conftest import start_logic_service
 
 CLIENTS = 16
@@ -164,3 +165,17 @@ def test_pipelines_and_ready_report_the_shared_target(fresh_stack) -> None:
     ready = requests.get(logic.url + "/ready", timeout=5).json()["data"]
     assert list(ready["graph"]) == ["credit"]
     assert ready["graph"]["credit"]["breaker"]["state"] == "closed"
+
+
+def test_signal_wakes_its_waiter_once_set_and_times_out_otherwise() -> None:
+    """The batcher's one-shot signal (a bare lock, cheaper than threading.Event)."""
+    done = Signal()
+    assert not done.wait(0.01) and not done.is_set()
+    results = []
+    waiter = threading.Thread(target=lambda: results.append(done.wait(10)))
+    waiter.start()
+    done.set()
+    done.set()  # setting twice is harmless
+    waiter.join(10)
+    assert results == [True]
+    assert done.wait(0) and done.wait(1) and done.is_set()

@@ -135,6 +135,30 @@ def test_errors_over_http_are_json_with_the_status(server) -> None:
         assert body["code"] == status and body["data"] is None and body["msg"]
 
 
+def test_get_score_methods_and_chunked_bodies_through_gunicorn(server) -> None:
+    """POST /get_score is served before Flask (score_endpoint.py): the other methods, and a
+    chunked body under the limit, must still behave as any route does."""
+    options = requests.options(server.url + "/get_score", timeout=10)
+    assert options.status_code == 200
+    assert {m.strip() for m in options.headers["Allow"].split(",")} == {"OPTIONS", "POST"}
+    put = requests.put(server.url + "/get_score", json={}, timeout=10)
+    assert put.status_code == 405 and put.json()["code"] == 405
+    assert "POST" in put.headers["Allow"]
+    records = credit_records(3)
+    whole = requests.post(
+        server.url + "/get_score", json={"model": "credit_lr", "data": records}, timeout=10
+    )
+    chunked = requests.post(
+        server.url + "/get_score",
+        data=iter([b'{"model": "credit_lr", ', orjson.dumps({"data": records})[1:]]),
+        headers={"Content-Type": "application/json", "X-Request-ID": "chunky"},
+        timeout=10,
+    )
+    assert whole.status_code == chunked.status_code == 200, chunked.text
+    assert chunked.json()["data"] == whole.json()["data"]
+    assert chunked.headers["X-Request-ID"] == "chunky"
+
+
 def test_pipelines_and_one_json_log_line_per_request(server) -> None:
     info = requests.get(server.url + "/pipelines", timeout=10).json()["data"]
     legacy = next(p for p in info["pipelines"] if p["name"] == "legacy")
@@ -151,6 +175,8 @@ def test_pipelines_and_one_json_log_line_per_request(server) -> None:
         if line.startswith("{") and "trace-me-42" in line
     ]
     assert len(lines) == 1
+    # ... and no second line from gunicorn's access log (off unless LOGIC_ACCESS_LOG=-).
+    assert sum("trace-me-42" in line for line in server.log().splitlines()) == 1
     assert lines[0]["pipeline"] == "churn" and lines[0]["status"] == 400
     assert "total_ms" in lines[0] and '"data" is empty' in lines[0]["error"]
     # The scikit-learn version warning was logged once, at start, by the master.
