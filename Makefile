@@ -17,7 +17,7 @@ DURATION ?= 30s
 PIPELINE ?=
 OUT      ?= run/loadtest
 
-.PHONY: help install test test-faults test-faults-full lint format up demo bench bench-graph bench-logic bench-venv loadtest clean
+.PHONY: help install test test-faults test-faults-full lint format up demo bench bench-graph bench-logic bench-venv profile-logic loadtest clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -74,6 +74,9 @@ bench-venv: $(BENCH_STAMP)  ## .venv-bench: kserve + locust, for bench-logic and
 
 bench-logic: $(STAMP) $(BENCH_STAMP)  ## graph alone, kit, Flask recipe, KServe: table, targets, plots
 	$(BIN)/python benchmarks/bench_logic.py --bench-python $(BENCH_VENV)/bin/python
+
+profile-logic: $(STAMP) $(BENCH_STAMP)  ## py-spy on the logic workers under 16 clients: where the CPU goes
+	$(BIN)/python benchmarks/profile_logic.py --py-spy $(BENCH_VENV)/bin/py-spy
 
 loadtest: $(BENCH_STAMP)  ## locust, headless: make loadtest URL=http://127.0.0.1:5000 BODY=req.json
 	@test -n "$(URL)" -a -n "$(BODY)" || { echo "usage: make loadtest URL=http://127.0.0.1:5000 BODY=examples/credit/requests/one_applicant.json [PIPELINE=credit USERS=16 DURATION=30s OUT=run/loadtest]"; exit 2; }

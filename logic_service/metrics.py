@@ -62,8 +62,11 @@ class Metrics:
             ["pipeline", "column"],
             registry=self.registry,
         )
+        # Label children, looked up once: the lookup costs more than the observation.
         self._counters: dict[tuple[str, int], Any] = {}
         self._stages: dict[tuple[str, str], Any] = {}
+        self._batch: dict[str, tuple[Any, Any]] = {}
+        self._calls: dict[tuple[str, str], Any] = {}
         # Graph targets (graph_target.py): batching, call outcomes, breaker state.
         self.batch_rows = Histogram(
             "logic_batch_rows",
@@ -105,20 +108,28 @@ class Metrics:
         pipeline.on_unknown = count
 
     def observe_batch(self, target: str, rows: int, waits: list[float]) -> None:
-        self.batch_rows.labels(target).observe(rows)
-        wait = self.batch_queue_wait.labels(target)
+        children = self._batch.get(target)
+        if children is None:
+            children = self._batch[target] = (
+                self.batch_rows.labels(target),
+                self.batch_queue_wait.labels(target),
+            )
+        children[0].observe(rows)
         for seconds in waits:
-            wait.observe(seconds)
+            children[1].observe(seconds)
 
     def count_graph_call(self, target: str, outcome: str) -> None:
-        self.graph_calls.labels(target, outcome).inc()
+        key = (target, outcome)
+        child = self._calls.get(key)
+        if child is None:
+            child = self._calls[key] = self.graph_calls.labels(target, outcome)
+        child.inc()
 
     def set_breaker_state(self, target: str, state: int) -> None:
         self.breaker_state.labels(target).set(state)
 
     def observe(self, pipeline: str, status: int, timings: dict[str, float]) -> None:
-        """Count one request and record each stage that ran (label children cached: the
-        lookup costs more than the observation)."""
+        """Count one request and record each stage that ran."""
         key = (pipeline, status)
         counter = self._counters.get(key)
         if counter is None:
