@@ -1,9 +1,12 @@
 """The logic tier's HTTP transport to the graph tier (TF Serving REST API).
 
-`http.client` keep-alive connections in a small pool per worker process (a new pool after
-gunicorn's fork), chosen over `requests` and a bare urllib3 pool by CPU per call
-(benchmarks/bench_graph_client.py). Every call carries a timeout: connect from settings, read
-= what the caller's deadline leaves. Retries are bounded and only where nothing was served: a
+Keep-alive connections in a small pool per worker process (a new pool after gunicorn's fork).
+The connections are our own minimal HTTP/1.1 client (logic_service/http_transport.py), not
+`http.client`: measured per 1-row call in our process, `requests` costs ~700 us CPU, a urllib3
+pool ~250 us, `http.client` ~150-175 us (two sendalls, a makefile reader and `email` header
+parsing per call), this pool with its own connections ~65-75 us, 0.45x http.client
+(benchmarks/bench_graph_client.py). Every call carries a timeout: connect from settings, read =
+what the caller's deadline leaves. Retries are bounded and only where nothing was served: a
 connect failure, or a kept-alive connection the graph server closed as we sent on it (one
 retry on a fresh connection).
 Every transport failure becomes 503 (unreachable), 504 (timeout) or 502 (refused or cut off),
@@ -12,11 +15,11 @@ and graph errors keep the graph's own text.
 
 from __future__ import annotations
 
-import http.client
 import logging
 import os
 import select
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -31,10 +34,10 @@ from logic_service.errors import (
     GraphTimeoutError,
     GraphUnavailableError,
 )
+from logic_service.http_transport import HTTPConnection, ProtocolError, ServerClosedError
 
 log = logging.getLogger(__name__)
 
-_JSON = {"Content-Type": "application/json"}
 # A kept-alive connection idle this long is not reused: servers close idle connections
 # (graph-service after 5 s, gunicorn's keepalive) and one closed as we send on it is a failure
 # only a retry can hide. Below the graph tier's own keep-alive timeout, that race cannot happen.
@@ -92,9 +95,9 @@ def validate_url(url: str, where: str = "GRAPH_SERVICE_URL") -> str:
 class GraphClient:
     """Talks to one graph tier address; safe to share between a worker's threads.
 
-    A small LIFO pool of `http.client` connections per process (a new pool after a fork):
-    the cheapest client that still does timeouts, bounded retries and stale-connection
-    handling (benchmarks/bench_graph_client.py). Before a pooled connection is reused it is
+    A small LIFO pool of `HTTPConnection`s per process (a new pool after a fork): the
+    cheapest client that still does timeouts, bounded retries and stale-connection handling
+    (benchmarks/bench_graph_client.py). Before a pooled connection is reused it is
     polled: a connection the server has closed (FIN or RST pending) is dropped, not used.
     """
 
@@ -112,12 +115,14 @@ class GraphClient:
         self._https = parsed.scheme == "https"
         self._host = parsed.host or ""
         self._port = parsed.port or (443 if self._https else 80)
+        # Loaded once per client (system CA store), not per connection.
+        self._tls = ssl.create_default_context() if self._https else None
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.connect_retries = connect_retries
         self.pool_size = pool_size
         self._lock = threading.Lock()
-        self._idle: list[tuple[http.client.HTTPConnection, float]] = []  # (conn, idle since)
+        self._idle: list[tuple[HTTPConnection, float]] = []  # (conn, idle since)
         self._pid = os.getpid()
 
     def predict(
@@ -150,9 +155,6 @@ class GraphClient:
         timeout: float,
     ) -> GraphResponse:
         """One HTTP exchange, reading for at most `timeout` seconds; failures mapped."""
-        headers = dict(_JSON) if body is not None else {}
-        if request_id:
-            headers["X-Request-ID"] = request_id
         timeout = max(timeout, 0.001)
         attempt, dropped_retry = 0, False
         started = time.monotonic()
@@ -162,9 +164,7 @@ class GraphClient:
                 if conn.sock is None:
                     self._connect(conn, min(self.connect_timeout, timeout))
                 conn.sock.settimeout(timeout)
-                conn.request(method, path, body=body, headers=headers)
-                response = conn.getresponse()
-                data = response.read()
+                status, data, reusable = conn.exchange(method, path, body, request_id)
             except _ConnectFailedError as failure:
                 conn.close()
                 left = timeout - (time.monotonic() - started)
@@ -182,7 +182,7 @@ class GraphClient:
                     f"graph tier did not answer {method} {path} within {timeout:.3g}s",
                     allowed=timeout,
                 ) from None
-            except (http.client.HTTPException, OSError) as error:
+            except (ProtocolError, OSError) as error:
                 conn.close()
                 # A kept-alive connection the server closed as we sent (nothing was served):
                 # once more on a new connection. Anything else, or twice: 502.
@@ -197,10 +197,10 @@ class GraphClient:
                 raise GraphRejectedError(
                     f"graph tier at {self.base_url} broke off {method} {path} ({_reason(error)})"
                 ) from None
-            self._checkin(conn, response)
-            return GraphResponse(response.status, data)
+            self._checkin(conn, reusable)
+            return GraphResponse(status, data)
 
-    def _checkout(self, fresh: bool = False) -> tuple[http.client.HTTPConnection, bool]:
+    def _checkout(self, fresh: bool = False) -> tuple[HTTPConnection, bool]:
         """A pooled connection still open on the server's side (idle for less than
         IDLE_LIMIT, so the server is not about to close it), else a new one (unconnected)."""
         now = time.monotonic()
@@ -212,13 +212,10 @@ class GraphClient:
                 if now - since < IDLE_LIMIT and conn.sock is not None and not _readable(conn.sock):
                     return conn, True
                 conn.close()  # closed by the server, or about to be: never reuse it
-        cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-        return cls(self._host, self._port), False
+        return HTTPConnection(self._host, self._port, tls_context=self._tls), False
 
-    def _checkin(
-        self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse
-    ) -> None:
-        if response.will_close or conn.sock is None:
+    def _checkin(self, conn: HTTPConnection, reusable: bool) -> None:
+        if not reusable or conn.sock is None:
             conn.close()
             return
         with self._lock:
@@ -234,13 +231,11 @@ class GraphClient:
             conn.close()
 
     @staticmethod
-    def _connect(conn: http.client.HTTPConnection, timeout: float) -> None:
-        conn.timeout = timeout
+    def _connect(conn: HTTPConnection, timeout: float) -> None:
         try:
-            conn.connect()
-        except OSError as error:  # refused, unreachable, DNS, connect timeout
+            conn.connect(timeout)  # TCP_NODELAY set; TLS handshake within the same timeout
+        except OSError as error:  # refused, unreachable, DNS, connect timeout, TLS failure
             raise _ConnectFailedError(error) from None
-        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _graph_error(self, response: GraphResponse, path: str) -> Exception:
         text = _error_text(response.body)
@@ -265,13 +260,9 @@ class _ConnectFailedError(Exception):
         self.cause = cause
 
 
-# What a kept-alive connection closed by the server looks like when we use it.
-_DROPPED = (
-    http.client.RemoteDisconnected,
-    ConnectionResetError,
-    BrokenPipeError,
-    http.client.BadStatusLine,
-)
+# What a kept-alive connection closed by the server looks like when we use it: EOF before
+# any status byte (ServerClosedError, a ConnectionResetError), a reset, or a broken pipe.
+_DROPPED = (ServerClosedError, ConnectionResetError, BrokenPipeError)
 
 
 def _readable(sock: socket.socket) -> bool:
