@@ -87,7 +87,7 @@ example:
         "--workers", type=_positive, help="worker processes (default: $LOGIC_WORKERS or 2)"
     )
     parser.add_argument(
-        "--threads", type=_positive, help="threads per worker (default: $LOGIC_THREADS or 4)"
+        "--threads", type=_positive, help="threads per worker (default: $LOGIC_THREADS or 8)"
     )
     parser.add_argument(
         "--check",

@@ -34,11 +34,13 @@ def _whole(name: str, default: int, minimum: int, meaning: str) -> int:
     return value
 
 
-# Defaults sized for a 2-core box: 2 processes x 4 threads. The per-request work is short
-# numpy/pandas calls plus waiting on the graph tier, so threads cover the I/O wait.
+# Defaults from `make bench-logic` on a 2-core box: 2 processes (one per core) x 8 threads.
+# A thread mostly waits on the graph tier, and the requests a process has in flight are what
+# its batcher can join into one :predict: 8 threads gave larger batches than 4, so less CPU
+# per request in both tiers (README: Benchmarks). More cores: LOGIC_WORKERS = cores.
 bind = os.environ.get("LOGIC_BIND", "0.0.0.0:5000")
 workers = _whole("LOGIC_WORKERS", 2, 1, "worker processes")
-threads = _whole("LOGIC_THREADS", 4, 1, "request threads per worker")
+threads = _whole("LOGIC_THREADS", 8, 1, "request threads per worker")
 # gthread plus reserved threads for GET /health and GET /ready, so probes never queue behind
 # requests waiting on the graph tier, and a SIGTERM drain that refuses new connections.
 worker_class = "logic_service.worker.ProbeLaneWorker"

@@ -7,9 +7,9 @@ one grep answers "what happened to request X" without correlating several lines.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +39,7 @@ class RequestInfo:
         request_id = ""
         if incoming_id and incoming_id.isprintable():
             request_id = incoming_id[:_MAX_REQUEST_ID]
-        return cls(time.perf_counter(), request_id or uuid.uuid4().hex)
+        return cls(time.perf_counter(), request_id or os.urandom(16).hex())  # uuid4().hex's form
 
 
 class JsonFormatter(logging.Formatter):
