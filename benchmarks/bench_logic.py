@@ -381,7 +381,7 @@ def measure(
     return measurement
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
         epilog="Figures: serial p50/p99 from one client; req/s and CPU ms per request from the "
@@ -407,8 +407,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-preprocess", action="store_true", help="skip the preprocess-p50 table hook"
     )
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--workers", type=int, help="gunicorn workers for kit and recipe (default: the kit's own)"
+    )
+    parser.add_argument(
+        "--threads", type=int, help="threads per worker for kit and recipe (default: the kit's)"
+    )
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     bench_python: Path | None = args.bench_python
     if not bench_python.exists():
         print(
@@ -418,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         bench_python = None
     workers, threads = kit_layout()
+    workers, threads = args.workers or workers, args.threads or threads
     load_before = os.getloadavg()
     results: list[Measurement] = []
     with tempfile.TemporaryDirectory(prefix="bench-logic-") as tmp:

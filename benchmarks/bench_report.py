@@ -63,7 +63,8 @@ class Target:
         if self.value is None:
             return f"- {self.name}: not measured (a server was missing) (target {sign} {self.limit:g}{self.unit})"
         verdict = "met" if self.met else "missed"
-        return f"- {self.name}: {self.value:.2f}{self.unit} (target {sign} {self.limit:g}{self.unit}): **{verdict}**"
+        # Three decimals: 0.104x must not print as a "missed" 0.10x.
+        return f"- {self.name}: {self.value:.3f}{self.unit} (target {sign} {self.limit:g}{self.unit}): **{verdict}**"
 
 
 def percentile(values: Sequence[float], q: float) -> float:

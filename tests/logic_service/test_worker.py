@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,7 +22,7 @@ import requests
 
 from devtools.servers import ServerProcess, script
 from devtools.sklearn_artifacts import credit_records
-from logic_service.worker import probe_lane
+from logic_service.worker import RequestPool, Task, probe_lane
 from tests.logic_service.conftest import TinyGraphTier, start_logic_service
 
 GRAPH_DELAY = 4.0
@@ -203,3 +204,40 @@ def test_gunicorn_run_on_the_conf_file_directly_refuses_a_bad_setting_too(tmp_pa
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert "LOGIC_THREADS='four' must be a whole number >= 1" in result.stderr
+
+
+def test_request_pool_runs_tasks_and_hands_results_and_errors_to_callbacks() -> None:
+    """gthread's contract with its pool: result() gives the value or raises the error, and a
+    callback added before or after the task finished is called exactly once."""
+    pool = RequestPool(2)
+    try:
+        release = threading.Event()
+        seen: list[tuple[str, object]] = []
+
+        def report(task: Task) -> None:
+            try:
+                seen.append(("ok", task.result()))
+            except ValueError as error:
+                seen.append(("error", str(error)))
+
+        slow = pool.submit(lambda: release.wait(10) and 42)
+        slow.add_done_callback(report)  # before it finished
+
+        def broken() -> None:
+            raise ValueError("bad request")
+
+        failing = pool.submit(broken)
+        finished = threading.Event()
+        failing.add_done_callback(lambda task: finished.set())
+        assert finished.wait(10)
+        failing.add_done_callback(report)  # after it finished: called at once, here
+        assert seen == [("error", "bad request")]
+        release.set()
+        deadline = time.monotonic() + 10
+        while len(seen) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert seen == [("error", "bad request"), ("ok", 42)]
+        assert not slow.cancelled()
+    finally:
+        pool.shutdown(wait=True)
+    assert not any(thread.is_alive() for thread in pool._threads)
