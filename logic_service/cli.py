@@ -59,13 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="""environment (README: Logic service > Environment):
   LOGIC_CONFIG                 pipeline file when --config is not given
   GRAPH_SERVICE_URL            graph tier address with its scheme (http://graph:8501)
-  LOGIC_WORKERS, LOGIC_THREADS gunicorn processes and request threads per process
+  LOGIC_WORKERS, LOGIC_THREADS gunicorn processes (2) and request threads per process (8)
   LOGIC_REQUEST_TIMEOUT        per-request budget in s (10); header X-Request-Timeout-Ms lowers it
   LOGIC_GRAPH_CONNECT_TIMEOUT, LOGIC_GRAPH_READ_TIMEOUT, LOGIC_GRAPH_RETRIES, LOGIC_GRAPH_POOL_SIZE,
   LOGIC_GRAPH_CONCURRENCY      the graph client (graph calls in flight per target and worker)
   LOGIC_BATCHING, LOGIC_MAX_BATCH_ROWS, LOGIC_MAX_BATCH_WAIT_MS   micro-batching into the graph
   LOGIC_BREAKER_FAILURES, LOGIC_BREAKER_RESET_SECONDS             circuit breaker per graph target
-  LOGIC_MAX_CONTENT_LENGTH, LOGIC_JSON_LOGS, LOGIC_ACCESS_LOG, LOGIC_GRACEFUL_TIMEOUT,
+  LOGIC_ACCESS_LOG             gunicorn's access log: off (one JSON line per request is
+                               written anyway); - writes it to stderr as well
+  LOGIC_MAX_CONTENT_LENGTH, LOGIC_JSON_LOGS, LOGIC_GRACEFUL_TIMEOUT,
   LOGIC_WORKER_TIMEOUT, LOGIC_KEEPALIVE, LOGIC_LOG_LEVEL, PROMETHEUS_MULTIPROC_DIR
 A bad value ends the start with one line and exit code 2.
 
