@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from logic_service.codecs import decode_score_request, encode_score_response
-from logic_service.deadline import Deadline
+from logic_service.deadline import RECEIVED_KEY, Deadline
 from logic_service.errors import (
     BadRequestError,
     LogicError,
@@ -114,7 +114,9 @@ class ScoreEndpoint:
         pipeline = self.scorer.select(score_request.model)
         info.pipeline = pipeline.name
         deadline = Deadline.for_request(
-            environ.get("HTTP_X_REQUEST_TIMEOUT_MS"), self.request_timeout
+            environ.get("HTTP_X_REQUEST_TIMEOUT_MS"),
+            self.request_timeout,
+            environ.get(RECEIVED_KEY),
         )
         result = self.scorer.score(
             pipeline,

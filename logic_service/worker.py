@@ -27,7 +27,11 @@ Two things gunicorn's threaded worker (`gthread`) does not give us:
    that much body is left at start_response, this worker marks the response
    `Connection: close`, so clients open a new connection instead.
 
-4. **Less bookkeeping per request.** The request threads are a `RequestPool`: gthread's
+4. **The deadline counts from arrival.** When a request's first bytes are seen (the
+   moment it is handed to a pool) is stamped into the environ (deadline.RECEIVED_KEY), so the
+   request budget includes the wait for a free request thread, not only the time after.
+
+5. **Less bookkeeping per request.** The request threads are a `RequestPool`: gthread's
    ThreadPoolExecutor builds a Future (with its own Condition) and takes a Python-level
    Semaphore on every submit, where gthread only needs "run this, then call that"; and the
    heartbeat the arbiter watches (a utime syscall per main-loop turn) is written at most
@@ -53,6 +57,7 @@ from typing import Any
 from gunicorn.http import parser as gunicorn_parser
 from gunicorn.workers.gthread import DEFAULT_WORKER_DATA_TIMEOUT, TConn, ThreadWorker
 
+from logic_service.deadline import RECEIVED_KEY
 from logic_service.drain import DRAINING_KEY
 
 PROBE_PATHS = ("/health", "/ready")
@@ -165,6 +170,7 @@ class ProbeLaneWorker(ThreadWorker):
         self.probe_pools: dict[str, ThreadPoolExecutor] = {}
         self.draining = False
         self._notified = 0.0
+        self._current = threading.local()  # the connection this thread is serving
 
     def get_thread_pool(self) -> RequestPool:  # type: ignore[override]
         return RequestPool(self.cfg.threads)
@@ -193,6 +199,7 @@ class ProbeLaneWorker(ThreadWorker):
 
         def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
             environ[DRAINING_KEY] = self.draining
+            environ[RECEIVED_KEY] = getattr(self._current, "received", None)
 
             def start(status: str, headers: list, exc_info: Any = None) -> Any:
                 if unread_body(environ) >= DRAIN_LIMIT:
@@ -215,6 +222,10 @@ class ProbeLaneWorker(ThreadWorker):
 
     # -- choosing a lane --------------------------------------------------------------
 
+    def handle(self, conn: TConn) -> Any:
+        self._current.received = getattr(conn, "received", None)
+        return super().handle(conn)
+
     def enqueue_req(self, conn: TConn) -> None:
         """Run the connection's next request on its lane, or wait until it has sent one."""
         if self.cfg.is_ssl:
@@ -225,6 +236,7 @@ class ProbeLaneWorker(ThreadWorker):
             self._wait_for_first_bytes(conn)
             return
         conn.data_ready = True
+        conn.received = time.monotonic()
         lane = probe_lane(head)
         pool = self.tpool if lane is None else self.probe_pools[lane]
         future = pool.submit(self.handle, conn)

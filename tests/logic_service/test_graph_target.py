@@ -244,3 +244,41 @@ def test_connections_the_graph_dropped_are_not_retried_on_more_stale_ones(
     finally:
         server.stop()
         tier.stop()
+
+
+def test_the_deadline_counts_the_wait_for_a_request_thread(sklearn_artifacts, tmp_path) -> None:
+    """One request thread, held 2 s by a slow graph call: a request that waited for the
+    thread longer than its own budget is answered 504 when it gets one, not scored late as
+    if its budget had started then."""
+    tier = TinyGraphTier(_width(sklearn_artifacts), delay=2.0).start()
+    pipelines = {
+        name: {"transformer": "credit/transformer.pkl", "graph_model": name}
+        for name in ("slow", "echo")
+    }
+    config = sklearn_artifacts.write_config("one-thread.yaml", {"pipelines": pipelines})
+    server = start_logic_service(
+        config,
+        tmp_path / "one-thread.log",
+        env={"GRAPH_SERVICE_URL": tier.url},
+        workers=1,
+        threads=1,
+    )
+    try:
+        assert _post(server, "echo", credit_records(1)).status_code == 200  # echo answers at once
+        first: dict[str, requests.Response] = {}
+        ahead = threading.Thread(
+            target=lambda: first.setdefault("r", _post(server, "slow", credit_records(1)))
+        )
+        ahead.start()
+        time.sleep(0.5)  # the only request thread now waits on the slow graph call
+        late = _post(server, "echo", credit_records(1), {"X-Request-Timeout-Ms": "1000"})
+        ahead.join()
+        body = late.json()
+        assert late.status_code == 504 and body["code"] == 504, body
+        assert "deadline" in body["msg"], body
+        assert first["r"].status_code == 200, first["r"].text
+        # With time to spare, the same request scores.
+        assert _post(server, "echo", credit_records(1)).status_code == 200
+    finally:
+        server.stop()
+        tier.stop()

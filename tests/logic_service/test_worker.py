@@ -52,7 +52,12 @@ def blocked_stack(sklearn_artifacts, tmp_path):
     server = start_logic_service(
         config,
         tmp_path / "logic.log",
-        env={"GRAPH_SERVICE_URL": tier.url, "LOGIC_MAX_CONTENT_LENGTH": str(MAX_BODY)},
+        env={
+            "GRAPH_SERVICE_URL": tier.url,
+            "LOGIC_MAX_CONTENT_LENGTH": str(MAX_BODY),
+            # The last of 4 requests waits 8 s for a thread (the budget counts that), then 4 s.
+            "LOGIC_REQUEST_TIMEOUT": "30",
+        },
         workers=1,
         threads=THREADS,
     )
