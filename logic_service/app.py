@@ -7,7 +7,6 @@ master, before the workers fork), and kept on `app.extensions["logic_service"]`.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 import orjson
@@ -25,7 +24,6 @@ from logic_service.request_log import (
     REQUEST_ID_HEADER,
     RequestInfo,
     configure_logging,
-    log_request,
 )
 from logic_service.score_endpoint import ScoreEndpoint
 from logic_service.scoring import Scorer
@@ -181,8 +179,6 @@ def _finish(response: Response) -> Response:
     if info is None:  # a hook before ours failed: still answer with an id and a log line
         info = RequestInfo.begin(None)
     response.headers[REQUEST_ID_HEADER] = info.request_id
-    timings = info.timings
-    timings["total"] = time.perf_counter() - info.started
     status = response.status_code
     error = None
     if status >= 400 and response.mimetype == "application/json":
@@ -190,16 +186,5 @@ def _finish(response: Response) -> Response:
             error = orjson.loads(response.get_data()).get("msg")
         except (orjson.JSONDecodeError, AttributeError):
             error = None
-    path = request.path
-    log_request(
-        request_id=info.request_id,
-        method=request.method,
-        path=path,
-        status=status,
-        pipeline=info.pipeline,
-        rows=info.rows,
-        timings=timings,
-        error=error,
-        extra=info.trace or None,
-    )
+    info.finish(request.method, request.path, status, error)
     return response

@@ -132,10 +132,7 @@ class Batcher:
             try:
                 self._dispatch([entry])
             finally:
-                with self._cond:
-                    self._free += 1
-                    if self._queue:
-                        self._cond.notify()
+                self._release_slot()
             return _outcome(entry)
         if entry.done.wait(entry.deadline.remaining()):
             return _outcome(entry)
@@ -176,10 +173,14 @@ class Batcher:
                 if batch:
                     self._dispatch(batch)
             finally:
-                with self._cond:
-                    self._free += 1
-                    if self._queue:
-                        self._cond.notify()
+                self._release_slot()
+
+    def _release_slot(self) -> None:
+        """A graph call ended: its slot is free for whatever queued meanwhile."""
+        with self._cond:
+            self._free += 1
+            if self._queue:
+                self._cond.notify()
 
     def _next_batch(self) -> list[Entry]:
         """Wait for a queued request and a free slot; take the slot and a batch."""

@@ -187,12 +187,7 @@ class HTTPConnection:
         got = 0
         pos = 0
         while True:
-            line_end = buf.find(b"\r\n", pos)
-            while line_end < 0:
-                if len(buf) - pos > _MAX_CHUNK_LINE:
-                    raise ProtocolError(f"chunk size line too long {buf[pos : pos + 40]!r}")
-                buf, pos = self._more(buf, pos, got)
-                line_end = buf.find(b"\r\n", pos)
+            buf, pos, line_end = self._line(buf, pos, got, _MAX_CHUNK_LINE, "chunk size line")
             size_text = buf[pos:line_end].split(b";", 1)[0].strip()
             try:
                 if not size_text or size_text[:1] in b"+-":
@@ -211,15 +206,23 @@ class HTTPConnection:
             got += size
             pos += size + 2
         while True:  # trailer fields (ignored) up to the empty line
-            line_end = buf.find(b"\r\n", pos)
-            while line_end < 0:
-                if len(buf) - pos > MAX_HEADER_BYTES:
-                    raise ProtocolError(f"chunked trailers exceed {MAX_HEADER_BYTES} bytes")
-                buf, pos = self._more(buf, pos, got)
-                line_end = buf.find(b"\r\n", pos)
+            buf, pos, line_end = self._line(buf, pos, got, MAX_HEADER_BYTES, "chunked trailer")
             if line_end == pos:
                 return b"".join(parts), buf[pos + 2 :]
             pos = line_end + 2
+
+    def _line(
+        self, buf: bytes, pos: int, got: int, limit: int, what: str
+    ) -> tuple[bytes, int, int]:
+        """(buf, pos, end) of the CRLF-ended line at `pos`, reading more as needed; a line
+        longer than `limit` bytes is a ProtocolError naming `what`."""
+        line_end = buf.find(b"\r\n", pos)
+        while line_end < 0:
+            if len(buf) - pos > limit:
+                raise ProtocolError(f"{what} over {limit} bytes {buf[pos : pos + 40]!r}")
+            buf, pos = self._more(buf, pos, got)
+            line_end = buf.find(b"\r\n", pos)
+        return buf, pos, line_end
 
     def _more(self, buf: bytes, pos: int, got: int) -> tuple[bytes, int]:
         """The unread part of `buf` and one more recv; IncompleteReadError at EOF."""

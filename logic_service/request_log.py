@@ -41,6 +41,21 @@ class RequestInfo:
             request_id = incoming_id[:_MAX_REQUEST_ID]
         return cls(time.perf_counter(), request_id or os.urandom(16).hex())  # uuid4().hex's form
 
+    def finish(self, method: str, path: str, status: int, error: str | None = None) -> None:
+        """Stop the clock (the "total" timing) and write the request's one log line."""
+        self.timings["total"] = time.perf_counter() - self.started
+        log_request(
+            request_id=self.request_id,
+            method=method,
+            path=path,
+            status=status,
+            pipeline=self.pipeline,
+            rows=self.rows,
+            timings=self.timings,
+            error=error,
+            extra=self.trace or None,
+        )
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: time, level, logger, message and any `extra` fields."""

@@ -16,7 +16,6 @@ JSON log line per request.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -32,7 +31,7 @@ from logic_service.errors import (
     unexpected_error,
 )
 from logic_service.metrics import Metrics
-from logic_service.request_log import RequestInfo, log_request
+from logic_service.request_log import RequestInfo
 from logic_service.scoring import Scorer
 
 log = logging.getLogger(__name__)
@@ -72,14 +71,14 @@ class ScoreEndpoint:
         error = None
         headers = [_JSON]
         try:
-            if method != "POST":
+            if method == "POST":
+                body, status = self.score(environ, info), 200
+            elif method == "OPTIONS":
                 headers.append(("Allow", ALLOW))
-                if method == "OPTIONS":
-                    start_response(status_line(200), [*headers, ("Content-Length", "0")])
-                    return [b""]
+                body, status = b"", 200
+            else:
+                headers.append(("Allow", ALLOW))
                 raise MethodNotAllowedError()
-            body = self.score(environ, info)
-            status = 200
         except LogicError as failure:
             status, error = failure.status, str(failure)
             body = error_body(status, error)
@@ -89,22 +88,10 @@ class ScoreEndpoint:
             body = error_body(status, error)
         headers += [("Content-Length", str(len(body))), ("X-Request-ID", info.request_id)]
         start_response(status_line(status), headers)
-        timings = info.timings
-        timings["total"] = time.perf_counter() - info.started
+        info.finish(method, PATH, status, error)
         # Only configured names become labels: a caller's typo must not grow the series.
         label = info.pipeline if info.pipeline in self.scorer.pipelines else "-"
-        self.metrics.observe(label, status, timings)
-        log_request(
-            request_id=info.request_id,
-            method=method,
-            path=PATH,
-            status=status,
-            pipeline=info.pipeline,
-            rows=info.rows,
-            timings=timings,
-            error=error,
-            extra=info.trace or None,
-        )
+        self.metrics.observe(label, status, info.timings)
         return [body]
 
     def score(self, environ: dict[str, Any], info: RequestInfo) -> bytes:

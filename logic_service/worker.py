@@ -1,6 +1,6 @@
 """gunicorn worker for the logic tier: probes on their own lanes, and a drain that refuses.
 
-Two things gunicorn's threaded worker (`gthread`) does not give us:
+What gunicorn's threaded worker (`gthread`) does not give us:
 
 1. **Probes never queue behind scoring.** gthread hands every connection to one thread pool.
    When all its threads wait on a frozen graph tier, `GET /health` waits with them and
@@ -50,7 +50,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
@@ -167,7 +166,7 @@ class ProbeLaneWorker(ThreadWorker):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.probe_pools: dict[str, ThreadPoolExecutor] = {}
+        self.probe_pools: dict[str, RequestPool] = {}
         self.draining = False
         self._notified = 0.0
         self._current = threading.local()  # the connection this thread is serving
@@ -186,10 +185,7 @@ class ProbeLaneWorker(ThreadWorker):
     def init_process(self) -> None:
         # Before super(): gunicorn's init_process ends by running the main loop.
         self.probe_pools = {
-            path: ThreadPoolExecutor(
-                max_workers=self.probe_threads, thread_name_prefix=f"probe{path}"
-            )
-            for path in PROBE_PATHS
+            path: RequestPool(self.probe_threads, name=f"probe{path}") for path in PROBE_PATHS
         }
         super().init_process()
 
