@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from devtools.savedmodels import start_graph_service, write_dense_savedmodel  # noqa: E402
+from devtools.servers import tree_cpu  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -132,17 +132,17 @@ def main(argv: list[str] | None = None) -> int:
                 started = time.perf_counter()
                 lat = timed(session_callable, args.requests)
                 results.append(row("in-process sess", batch, lat, time.perf_counter() - started))
-                cpu = server_cpu(server.process.pid)
+                cpu = tree_cpu(server.process.pid)
                 started = time.perf_counter()
                 lat = timed(http_call_factory(), args.requests)
                 results.append(row("HTTP 1 client", batch, lat, time.perf_counter() - started))
-                results[-1]["cpu_ms"] = (server_cpu(server.process.pid) - cpu) / len(lat) * 1000
+                results[-1]["cpu_ms"] = (tree_cpu(server.process.pid) - cpu) / len(lat) * 1000
                 if batch == 1:
                     results.append(http_floor(server.port, args.requests))
-                cpu = server_cpu(server.process.pid)
+                cpu = tree_cpu(server.process.pid)
                 lat, wall = concurrent_run(http_call_factory, args.requests, args.clients)
                 results.append(row(f"HTTP {args.clients} clients", batch, lat, wall))
-                results[-1]["cpu_ms"] = (server_cpu(server.process.pid) - cpu) / len(lat) * 1000
+                results[-1]["cpu_ms"] = (tree_cpu(server.process.pid) - cpu) / len(lat) * 1000
         finally:
             server.stop()
 
@@ -203,19 +203,6 @@ def keepalive_client(port: int, path: str, body: bytes | None) -> Callable[[], b
         return data
 
     return call
-
-
-def server_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of a server process and all its children."""
-    root = psutil.Process(pid)
-    total = 0.0
-    for process in [root, *root.children(recursive=True)]:
-        try:
-            times = process.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 import requests
 
 HERE = Path(__file__).resolve().parent
@@ -51,7 +50,13 @@ from bench_report import (  # noqa: E402
 )
 
 from devtools.savedmodels import start_graph_service, write_dense_savedmodel  # noqa: E402
-from devtools.servers import ServerProcess, free_port, script, start_server  # noqa: E402
+from devtools.servers import (  # noqa: E402
+    ServerProcess,
+    free_port,
+    script,
+    start_server,
+    tree_cpu,
+)
 from devtools.sklearn_artifacts import build_sklearn_artifacts, credit_records  # noqa: E402
 
 MODEL = "credit"
@@ -119,23 +124,6 @@ def measured_tree() -> str:
         ", with uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else ""
     )
     return f"tree: {git('rev-parse', '--abbrev-ref', 'HEAD')} @ {commit}{dirty}"
-
-
-def tree_cpu(pid: int) -> float:
-    """User + system CPU seconds of a process and all its descendants, now."""
-    try:
-        root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0.0
-    for process in processes:
-        try:
-            times = process.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
 
 
 def drive(

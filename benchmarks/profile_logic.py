@@ -30,10 +30,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from bench_logic import MODEL, drive, tree_cpu, write_bodies  # noqa: E402
+from bench_logic import MODEL, drive, write_bodies  # noqa: E402
 
 from devtools.savedmodels import start_graph_service, write_dense_savedmodel  # noqa: E402
-from devtools.servers import free_port, script, start_server  # noqa: E402
+from devtools.servers import free_port, script, start_server, tree_cpu  # noqa: E402
 from devtools.sklearn_artifacts import build_sklearn_artifacts, credit_records  # noqa: E402
 
 DEFAULT_PY_SPY = ROOT / ".venv-bench" / "bin" / "py-spy"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -145,21 +145,22 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     @reports_errors
     def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        with self._counted(request.model_spec.name, "Classify"):
-            servable = resolve(self._registry, request)
-            key = request.model_spec.signature_name or DEFAULT_SIGNATURE
-            response = classification_pb2.ClassificationResponse()
-            self._classify(servable, key, request.input, response.result)
-            grpc_codec.fill_model_spec(response.model_spec, servable.name, servable.version, key)
-            return response
+        response = classification_pb2.ClassificationResponse()
+        return self._one_task(request, "Classify", self._classify, response)
 
     @reports_errors
     def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
-        with self._counted(request.model_spec.name, "Regress"):
+        response = regression_pb2.RegressionResponse()
+        return self._one_task(request, "Regress", self._regress, response)
+
+    def _one_task(
+        self, request: Any, method: str, run: Callable[[Any, str, Any, Any], None], response: Any
+    ) -> Any:
+        """Classify and Regress: one signature over `request.input` into `response.result`."""
+        with self._counted(request.model_spec.name, method):
             servable = resolve(self._registry, request)
             key = request.model_spec.signature_name or DEFAULT_SIGNATURE
-            response = regression_pb2.RegressionResponse()
-            self._regress(servable, key, request.input, response.result)
+            run(servable, key, request.input, response.result)
             grpc_codec.fill_model_spec(response.model_spec, servable.name, servable.version, key)
             return response
 
