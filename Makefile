@@ -70,7 +70,7 @@ $(BENCH_STAMP): requirements-bench.txt
 	$(BENCH_VENV)/bin/python -m pip install --quiet -r requirements-bench.txt
 	@touch $@
 
-bench-venv: $(BENCH_STAMP)  ## .venv-bench: kserve + locust, for bench-logic and loadtest only
+bench-venv: $(BENCH_STAMP)  ## .venv-bench: kserve, locust, py-spy, for bench-logic, profile-logic and loadtest only
 
 bench-logic: $(STAMP) $(BENCH_STAMP)  ## graph alone, kit, Flask recipe, KServe: table, targets, plots
 	$(BIN)/python benchmarks/bench_logic.py --bench-python $(BENCH_VENV)/bin/python
