@@ -159,6 +159,10 @@ def post(
     except requests.ConnectionError as error:
         kind = "refused" if is_refused(error) else "connection"
         return Outcome(started, time.monotonic() - started, kind, False)
+    except requests.exceptions.ChunkedEncodingError:
+        # The body was cut off after the headers (a worker SIGKILLed mid-response): a lost
+        # connection too, counted as one instead of ending the load thread unrecorded.
+        return Outcome(started, time.monotonic() - started, "connection", False)
     seconds = time.monotonic() - started
     try:
         payload = response.json()
