@@ -53,6 +53,11 @@ timeout = _whole("LOGIC_WORKER_TIMEOUT", 60, 0, "seconds before a silent worker 
 # (scripts/stack.py waits graceful_timeout + 10 s; Kubernetes terminationGracePeriodSeconds).
 graceful_timeout = _whole("LOGIC_GRACEFUL_TIMEOUT", 20, 0, "seconds a stopping worker drains")
 keepalive = _whole("LOGIC_KEEPALIVE", 5, 0, "seconds an idle keep-alive connection stays open")
+# After a response the request thread waits this long for the connection's next request and
+# serves it itself, skipping the hand-over through the main loop (logic_service/worker.py).
+_linger_ms = _whole(
+    "LOGIC_KEEPALIVE_LINGER_MS", 5, 0, "ms a request thread waits for its connection's next request"
+)
 # gunicorn's access log is off by default: the JSON request line (request_log.py) already says
 # who asked what, with status, id and stage timings, and a second line per request cost 8% of
 # the tier's CPU (benchmarks/bench_logic.py). LOGIC_ACCESS_LOG=- writes it to stderr as well.
@@ -77,6 +82,11 @@ os.makedirs(_metrics_dir, exist_ok=True)
 for _name in os.listdir(_metrics_dir):
     if _name.endswith(".db"):
         os.unlink(os.path.join(_metrics_dir, _name))
+
+
+def post_fork(server, worker):
+    """Hand the worker the settings gunicorn itself has no name for."""
+    worker.linger = _linger_ms / 1000
 
 
 def post_worker_init(worker):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -33,39 +34,51 @@ MAX_BODY = 32 * 1024
 
 
 @pytest.fixture
-def blocked_stack(sklearn_artifacts, tmp_path):
-    """One worker with 2 request threads in front of a graph tier that takes 4 s per call."""
-    width = sklearn_artifacts.credit_features(credit_records(1)).shape[1]
-    tier = TinyGraphTier(width, delay=GRAPH_DELAY).start()
-    config = sklearn_artifacts.write_config(
-        "worker_lanes.yaml",
-        {
-            "pipelines": {
-                "slow": {
-                    "transformer": "credit/transformer.pkl",
-                    "graph_model": "slow",
-                    "timeout": 30,
-                },
-            }
-        },
-    )
-    server = start_logic_service(
-        config,
-        tmp_path / "logic.log",
-        env={
-            "GRAPH_SERVICE_URL": tier.url,
-            "LOGIC_MAX_CONTENT_LENGTH": str(MAX_BODY),
-            # The last of 4 requests waits 8 s for a thread (the budget counts that), then 4 s.
-            "LOGIC_REQUEST_TIMEOUT": "30",
-        },
-        workers=1,
-        threads=THREADS,
-    )
-    try:
-        yield server, tier
-    finally:
+def start_blocked_stack(sklearn_artifacts, tmp_path):
+    """Starts one worker with 2 request threads in front of a graph tier that takes 4 s per
+    call; keyword arguments add LOGIC_* settings."""
+    started: list[tuple[ServerProcess, TinyGraphTier]] = []
+
+    def start(**settings: str) -> tuple[ServerProcess, TinyGraphTier]:
+        width = sklearn_artifacts.credit_features(credit_records(1)).shape[1]
+        tier = TinyGraphTier(width, delay=GRAPH_DELAY).start()
+        config = sklearn_artifacts.write_config(
+            "worker_lanes.yaml",
+            {
+                "pipelines": {
+                    "slow": {
+                        "transformer": "credit/transformer.pkl",
+                        "graph_model": "slow",
+                        "timeout": 30,
+                    },
+                }
+            },
+        )
+        server = start_logic_service(
+            config,
+            tmp_path / "logic.log",
+            env={
+                "GRAPH_SERVICE_URL": tier.url,
+                "LOGIC_MAX_CONTENT_LENGTH": str(MAX_BODY),
+                # The last of 4 requests waits 8 s for a thread (the budget counts it), then 4 s.
+                "LOGIC_REQUEST_TIMEOUT": "30",
+                **settings,
+            },
+            workers=1,
+            threads=THREADS,
+        )
+        started.append((server, tier))
+        return server, tier
+
+    yield start
+    for server, tier in started:
         server.stop()
         tier.stop()
+
+
+@pytest.fixture
+def blocked_stack(start_blocked_stack):
+    return start_blocked_stack()
 
 
 def _score(server: ServerProcess) -> requests.Response:
@@ -141,6 +154,90 @@ def test_sigterm_answers_requests_in_flight_refuses_new_ones_and_says_not_ready(
     assert "draining: listeners closed" in server.log()
 
 
+# Long enough that waiting for a linger to end shows, far longer than serving a request takes.
+LONG_LINGER = {"LOGIC_KEEPALIVE_LINGER_MS": "3000", "LOGIC_KEEPALIVE": "60"}
+
+
+def _timed_score(server: ServerProcess) -> tuple[float, int]:
+    start = time.perf_counter()
+    status = _score(server).status_code
+    return time.perf_counter() - start, status
+
+
+def test_a_lingering_thread_gives_way_to_a_request_queued_for_a_thread(
+    start_blocked_stack,
+) -> None:
+    """A thread waiting for a kept-alive connection's next request must not hold up a request
+    that has no thread: of two graph calls arriving together (one per thread), neither waits
+    out the 3 s linger, and the idle connection stays usable."""
+    server, _ = start_blocked_stack(**LONG_LINGER, LOGIC_GRAPH_CONCURRENCY="2")
+    idle = requests.Session()
+    assert idle.get(server.url + "/pipelines", timeout=10).status_code == 200  # now lingers
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda _: _timed_score(server), range(2)))
+    assert [status for _, status in answers] == [200, 200]
+    slowest = max(seconds for seconds, _ in answers)
+    assert slowest < GRAPH_DELAY + 1.5, f"a request waited for the linger: {answers}"
+    assert idle.get(server.url + "/health", timeout=10).status_code == 200
+
+
+def test_requests_sent_back_to_back_in_one_packet_are_answered_at_once(
+    start_blocked_stack,
+) -> None:
+    """Pipelined requests: the second is already read into the worker's buffer, so the
+    lingering thread serves it at once instead of waiting for the socket to be readable."""
+    server, _ = start_blocked_stack(**LONG_LINGER)
+    request = b"GET /pipelines HTTP/1.1\r\nHost: x\r\n\r\n"
+    start = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request * 2)
+        statuses = [_read_response(sock) for _ in range(2)]
+    assert time.perf_counter() - start < 1.5, "the second request waited for the linger"
+    assert statuses == [b"HTTP/1.1 200 OK"] * 2
+
+
+def _read_response(sock: socket.socket) -> bytes:
+    """One Content-Length response from a raw socket; its status line."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(1)
+        assert chunk, f"connection closed after {received!r}"
+        received += chunk
+    head = received.decode("latin-1").lower()
+    length = int(head.split("content-length:")[1].split("\r\n")[0])
+    body = b""
+    while len(body) < length:
+        body += sock.recv(length - len(body))
+    return received.split(b"\r\n")[0]
+
+
+def test_sigterm_ends_a_linger_at_once(start_blocked_stack) -> None:
+    """A thread lingering on a kept-alive connection (linger 30 s) stops on SIGTERM: the
+    worker exits in seconds, not after the linger or gunicorn's graceful timeout."""
+    server, _ = start_blocked_stack(LOGIC_KEEPALIVE_LINGER_MS="30000", LOGIC_KEEPALIVE="60")
+    idle = requests.Session()
+    assert idle.get(server.url + "/pipelines", timeout=10).status_code == 200  # now lingers
+    time.sleep(0.2)
+    start = time.perf_counter()
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(15) == 0
+    assert time.perf_counter() - start < 10
+
+
+def test_one_request_thread_never_lingers() -> None:
+    pool, single = RequestPool(3), RequestPool(1)
+    try:
+        assert pool.start_lingering() and pool.start_lingering()
+        assert not pool.start_lingering()
+        pool.stop_lingering()
+        assert pool.start_lingering()
+        assert pool.backlog() == 0
+        assert not single.start_lingering()
+    finally:
+        pool.shutdown(wait=True)
+        single.shutdown(wait=True)
+
+
 def clean_env() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if not key.startswith("LOGIC_")}
 
@@ -175,6 +272,7 @@ def test_a_large_body_left_unread_closes_the_connection_and_says_so(blocked_stac
         ("LOGIC_WORKERS", "0"),
         ("LOGIC_GRACEFUL_TIMEOUT", "-1"),
         ("LOGIC_KEEPALIVE", "5s"),
+        ("LOGIC_KEEPALIVE_LINGER_MS", "-1"),
         ("LOGIC_LOG_LEVEL", "loud"),
     ],
 )
