@@ -10,6 +10,7 @@ signature), the circuit breaker, and the batcher that turns concurrent requests 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -424,7 +425,7 @@ def split_outputs(outputs: Any, counts: list[int], label: str) -> list[Any]:
     if len(counts) == 1:
         return [outputs]
     total = sum(counts)
-    offsets = np.cumsum(counts)[:-1]
+    bounds = list(itertools.pairwise(itertools.accumulate(counts, initial=0)))
     arrays = outputs if isinstance(outputs, dict) else {None: outputs}
     for name, array in arrays.items():
         if np.ndim(array) == 0 or len(array) != total:
@@ -432,7 +433,8 @@ def split_outputs(outputs: Any, counts: list[int], label: str) -> list[Any]:
                 f"graph {label} answered {np.shape(array)} for output {name!r} to a batch of "
                 f"{total} rows: outputs must have one row per input row"
             )
-    pieces = {name: np.split(array, offsets) for name, array in arrays.items()}
+    # Plain slices (views): np.split costs several times more for the few rows a batch has.
+    pieces = {name: [array[a:b] for a, b in bounds] for name, array in arrays.items()}
     if not isinstance(outputs, dict):
         return pieces[None]
     return [{name: parts[i] for name, parts in pieces.items()} for i in range(len(counts))]

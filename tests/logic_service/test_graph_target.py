@@ -18,7 +18,8 @@ import pytest
 import requests
 
 from devtools.sklearn_artifacts import credit_records
-from logic_service.graph_target import FAILURE_MEMORY_SECONDS
+from logic_service.errors import GraphRejectedError
+from logic_service.graph_target import FAILURE_MEMORY_SECONDS, split_outputs
 from tests.logic_service.conftest import TinyGraphTier, start_logic_service
 
 
@@ -282,3 +283,14 @@ def test_the_deadline_counts_the_wait_for_a_request_thread(sklearn_artifacts, tm
     finally:
         server.stop()
         tier.stop()
+
+
+def test_a_batch_answer_is_cut_back_by_each_request_rows() -> None:
+    scores = np.arange(6, dtype=np.float32).reshape(6, 1)
+    pieces = split_outputs(scores, [1, 3, 2], "credit")
+    assert [piece.ravel().tolist() for piece in pieces] == [[0.0], [1.0, 2.0, 3.0], [4.0, 5.0]]
+    named = split_outputs({"p": scores, "c": np.arange(6)}, [4, 2], "credit")
+    assert [part["c"].tolist() for part in named] == [[0, 1, 2, 3], [4, 5]]
+    assert named[1]["p"].shape == (2, 1)
+    with pytest.raises(GraphRejectedError, match="outputs must have one row per input row"):
+        split_outputs(scores, [4, 4], "credit")
