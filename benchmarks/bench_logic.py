@@ -10,9 +10,11 @@ Four servers on the same fitted transformer and the same graph-service model, 1-
           predictor is the same graph tier), run by kserve's ModelServer from .venv-bench
 For each: serial p50/p99 (one client), throughput with 16 clients, and the CPU seconds the
 server's whole process tree burnt per request during the throughput phase (psutil), plus the
-graph tier's and the load generator's own CPU. The load generator (benchmarks/loadgen.py) is a
-separate process with http.client keep-alive threads. Every phase is bounded in count and
-time; only 127.0.0.1 is spoken to. Prints a markdown table and issue 12's three target ratios
+graph tier's and the load generator's own CPU. Each server's phases are split into rounds
+(3) with the servers interleaved, so a spell of load on a shared machine falls on every
+server's share instead of on one server's whole figure. The load generator
+(benchmarks/loadgen.py) is a separate process with http.client keep-alive threads. Every
+phase is bounded in count and time; only 127.0.0.1 is spoken to. Prints a markdown table and issue 12's three target ratios
 and writes both, with plots, into benchmarks/results/. Run: `make bench-logic`.
 """
 
@@ -26,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -321,49 +324,66 @@ def write_bodies(work: Path, artifacts: Any, rows: int) -> dict[str, Path]:
     return paths
 
 
-def measure(
-    name: str,
-    server: ServerProcess,
-    *,
-    graph: ServerProcess,
-    url: str,
-    body: Path,
-    rows: int,
-    args: argparse.Namespace,
-) -> Measurement:
-    """A serial phase (latency), then a load phase (throughput, CPU per request)."""
+@dataclass
+class Round:
+    """One server's serial and load phases in one round."""
+
+    serial: dict[str, Any]
+    load: dict[str, Any]
+    cpu: dict[str, float]  # CPU seconds of the server's and the graph tier's trees, load phase
+
+
+def measure_round(
+    server: ServerProcess, *, graph: ServerProcess, url: str, body: Path, args: argparse.Namespace
+) -> Round:
+    """A serial phase (latency), then a load phase (throughput, CPU per request), each a
+    1/rounds share of the run's budget."""
     serial, _ = drive(
-        url, body, concurrency=1, count=args.serial_requests, seconds=args.serial_seconds, trees={}
+        url,
+        body,
+        concurrency=1,
+        count=max(1, args.serial_requests // args.rounds),
+        seconds=args.serial_seconds / args.rounds,
+        trees={},
     )
     load, cpu = drive(
         url,
         body,
         concurrency=args.concurrency,
-        count=args.load_requests,
-        seconds=args.load_seconds,
+        count=max(1, args.load_requests // args.rounds),
+        seconds=args.load_seconds / args.rounds,
         trees={"server": server.process.pid, "graph": graph.process.pid},
     )
-    answered = max(1, len(load["latencies"]))
+    return Round(serial, load, cpu)
+
+
+def summarize(name: str, rows: int, rounds: list[Round]) -> Measurement:
+    """One server's rounds as one measurement: latencies pooled, CPU and requests summed."""
+    answered = sum(len(r.load["latencies"]) for r in rounds)
+    per_request = 1000 / max(1, answered)
     failed = 0
-    for phase in (serial, load):
+    for phase in [p for r in rounds for p in (r.serial, r.load)]:
         failed += sum(n for status, n in phase["statuses"].items() if status != "200")
         for error in phase["errors"]:
             print(f"  {name}: {error}", flush=True)
     measurement = Measurement(
         server=name,
         rows=rows,
-        serial_ms=[s * 1000 for s in serial["latencies"]],
-        throughput=len(load["latencies"]) / load["wall"],
-        server_cpu_ms=cpu["server"] / answered * 1000,
-        graph_cpu_ms=None if name == GRAPH else cpu["graph"] / answered * 1000,
-        client_cpu_ms=load["cpu"] / answered * 1000,
-        requests=len(load["latencies"]),
+        serial_ms=[s * 1000 for r in rounds for s in r.serial["latencies"]],
+        throughput=answered / sum(r.load["wall"] for r in rounds),
+        server_cpu_ms=sum(r.cpu["server"] for r in rounds) * per_request,
+        graph_cpu_ms=None if name == GRAPH else sum(r.cpu["graph"] for r in rounds) * per_request,
+        client_cpu_ms=sum(r.load["cpu"] for r in rounds) * per_request,
+        requests=answered,
         errors=failed,
+    )
+    by_round = " ".join(
+        f"{r.cpu['server'] * 1000 / max(1, len(r.load['latencies'])):.2f}" for r in rounds
     )
     print(
         f"  {LABELS[name]}, {rows} row(s): p50 {measurement.p50:.2f} ms, "
-        f"{measurement.throughput:.0f} req/s, {measurement.server_cpu_ms:.2f} ms CPU/req, "
-        f"{failed} errors",
+        f"{measurement.throughput:.0f} req/s, {measurement.server_cpu_ms:.2f} ms CPU/req "
+        f"(by round: {by_round}), {failed} errors",
         flush=True,
     )
     return measurement
@@ -383,6 +403,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--load-requests", type=int, default=20000, help="load phase: at most N")
     parser.add_argument("--load-seconds", type=float, default=10, help="load phase: at most S s")
     parser.add_argument("--concurrency", type=int, default=16, help="load phase clients (16)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="split each server's phases into N rounds, servers interleaved (3)",
+    )
     parser.add_argument(
         "--bench-python",
         type=Path,
@@ -405,7 +431,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds {args.rounds}: must be at least 1")
     bench_python: Path | None = args.bench_python
     if not bench_python.exists():
         print(
@@ -438,18 +467,23 @@ def main(argv: list[str] | None = None) -> int:
                     f"scores (max |diff| {worst:.1e})",
                     flush=True,
                 )
-                for name, server in servers.items():
-                    results.append(
-                        measure(
-                            name,
-                            server,
-                            graph=graph,
-                            url=urls[name],
-                            body=bodies[name],
-                            rows=rows,
-                            args=args,
+                # Interleaved: a spell of load on the shared machine hits every server's share,
+                # not one server's whole measurement. Each round starts one server later.
+                names = list(servers)
+                rounds: dict[str, list[Round]] = {name: [] for name in names}
+                for number in range(args.rounds):
+                    shift = number % len(names)
+                    for name in names[shift:] + names[:shift]:
+                        rounds[name].append(
+                            measure_round(
+                                servers[name],
+                                graph=graph,
+                                url=urls[name],
+                                body=bodies[name],
+                                args=args,
+                            )
                         )
-                    )
+                results.extend(summarize(name, rows, rounds[name]) for name in names)
         finally:
             for server in reversed(servers.values()):
                 server.stop()
@@ -462,7 +496,8 @@ def main(argv: list[str] | None = None) -> int:
         f"gunicorn {workers} workers x {threads} threads (kit and recipe; KServe {workers} "
         f"uvicorn workers); graph-service with its defaults; {width_note(artifacts)}. "
         f"Serial: 1 client, up to {args.serial_requests} requests; load: {args.concurrency} "
-        f"keep-alive clients for up to {args.load_seconds:g} s. CPU ms/req: CPU seconds of the "
+        f"keep-alive clients for up to {args.load_seconds:g} s; each in {args.rounds} rounds, "
+        "the servers interleaved. CPU ms/req: CPU seconds of the "
         "process tree (master + workers) during the load phase / answered requests."
     )
     goals = targets(results)

@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                                written anyway); - writes it to stderr as well
   LOGIC_MAX_CONTENT_LENGTH, LOGIC_JSON_LOGS, LOGIC_GRACEFUL_TIMEOUT,
   LOGIC_WORKER_TIMEOUT, LOGIC_KEEPALIVE, LOGIC_LOG_LEVEL, PROMETHEUS_MULTIPROC_DIR
+  LOGIC_KEEPALIVE_LINGER_MS    how long a request thread waits for its kept-alive
+                               connection's next request before handing it back (5; 0 = off)
 A bad value ends the start with one line and exit code 2.
 
 example:

@@ -41,10 +41,10 @@ What gunicorn's threaded worker (`gthread`) does not give us:
    request thread waits up to `linger` (LOGIC_KEEPALIVE_LINGER_MS, 5 ms) for the connection's
    next request and serves it itself, instead of handing the connection to the main loop's
    poller and the request to another thread: a busy client's next request skips two thread
-   wake-ups and four syscalls (about 10% of the tier's CPU and 0.2 ms per serial request in
-   `make profile-logic`). One thread of the pool never lingers, a lingering thread gives up
-   within a millisecond once a request is queued for a thread, on drain, and at once for a
-   probe, which goes to its lane as before.
+   wake-ups and four syscalls (README: Probes, shutdown and worker loss, for the figures).
+   One thread of the pool never lingers; a lingering thread gives up within a millisecond once
+   a request is queued for a thread, on drain, and at once for a probe, which goes to its
+   lane as before.
 
 TLS listeners are not inspected (the request line is encrypted): with certfile/keyfile set
 every request takes the usual pool, as in plain gthread.
