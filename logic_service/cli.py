@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
   LOGIC_WORKER_TIMEOUT, LOGIC_KEEPALIVE, LOGIC_LOG_LEVEL, PROMETHEUS_MULTIPROC_DIR
   LOGIC_KEEPALIVE_LINGER_MS    how long a request thread waits for its kept-alive
                                connection's next request before handing it back (5; 0 = off)
+  LOGIC_PIN_WORKERS            auto|on|off: one CPU per worker (auto: when the workers cover
+                               every CPU the service may use)
 A bad value ends the start with one line and exit code 2.
 
 example:

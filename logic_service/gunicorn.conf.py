@@ -58,6 +58,11 @@ keepalive = _whole("LOGIC_KEEPALIVE", 5, 0, "seconds an idle keep-alive connecti
 _linger_ms = _whole(
     "LOGIC_KEEPALIVE_LINGER_MS", 5, 0, "ms a request thread waits for its connection's next request"
 )
+# One CPU per worker when the workers cover every CPU the service may use (logic_service/
+# worker.py): a worker's threads then pass the GIL around on one core, not across cores.
+_pin_workers = os.environ.get("LOGIC_PIN_WORKERS", "auto").strip().lower()
+if _pin_workers not in ("auto", "on", "off"):
+    _fail(f"LOGIC_PIN_WORKERS={_pin_workers!r} must be one of auto, on, off")
 # gunicorn's access log is off by default: the JSON request line (request_log.py) already says
 # who asked what, with status, id and stage timings, and a second line per request cost 8% of
 # the tier's CPU (benchmarks/bench_logic.py). LOGIC_ACCESS_LOG=- writes it to stderr as well.
@@ -82,6 +87,18 @@ os.makedirs(_metrics_dir, exist_ok=True)
 for _name in os.listdir(_metrics_dir):
     if _name.endswith(".db"):
         os.unlink(os.path.join(_metrics_dir, _name))
+
+
+def pre_fork(server, worker):
+    """Choose the new worker's CPU in the master, which knows where the live workers run."""
+    from logic_service.worker import choose_cpu, pins_workers
+
+    if not hasattr(os, "sched_getaffinity"):  # Linux only; elsewhere workers are not pinned
+        return
+    allowed = os.sched_getaffinity(0)
+    if pins_workers(_pin_workers, server.num_workers, len(allowed)):
+        taken = [w.cpu for w in server.WORKERS.values() if getattr(w, "cpu", None) is not None]
+        worker.cpu = choose_cpu(allowed, taken)
 
 
 def post_fork(server, worker):

@@ -18,12 +18,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 
 from devtools.servers import ServerProcess, script
 from devtools.sklearn_artifacts import credit_records
-from logic_service.worker import RequestPool, Task, probe_lane
+from logic_service.worker import RequestPool, Task, choose_cpu, pins_workers, probe_lane
 from tests.logic_service.conftest import TinyGraphTier, start_logic_service
 
 GRAPH_DELAY = 4.0
@@ -238,6 +239,70 @@ def test_one_request_thread_never_lingers() -> None:
         single.shutdown(wait=True)
 
 
+def test_the_cpu_for_a_new_worker_is_the_one_fewest_workers_use() -> None:
+    assert choose_cpu({0, 1, 2, 3}, []) == 0
+    assert choose_cpu({0, 1, 2, 3}, [0, 2]) == 1
+    assert choose_cpu({4, 6}, [4, 6, 6]) == 4  # a replacement takes the freed CPU
+    assert choose_cpu({0, 1}, [0, 1, 0]) == 1
+    assert pins_workers("auto", workers=2, cpus=2) and pins_workers("auto", workers=4, cpus=2)
+    assert not pins_workers("auto", workers=2, cpus=64)  # a big shared node: free to move
+    assert pins_workers("on", workers=2, cpus=64) and not pins_workers("off", workers=2, cpus=2)
+
+
+def _worker_cpus(server: ServerProcess, count: int) -> dict[int, list[int]]:
+    """{worker pid: the CPUs it may run on} once `count` workers are up."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        children = psutil.Process(server.process.pid).children()
+        if len(children) == count:
+            try:
+                return {child.pid: sorted(child.cpu_affinity()) for child in children}
+            except psutil.NoSuchProcess:
+                pass
+        time.sleep(0.1)
+    raise AssertionError(f"{count} workers did not come up: {server.log()[-2000:]}")
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="CPU affinity is Linux-only")
+def test_workers_run_on_one_cpu_each_and_a_replacement_takes_the_freed_one(
+    sklearn_artifacts, tmp_path
+) -> None:
+    allowed = sorted(os.sched_getaffinity(0))
+    width = sklearn_artifacts.credit_features(credit_records(1)).shape[1]
+    tier = TinyGraphTier(width).start()
+    config = sklearn_artifacts.write_config(
+        "pinned.yaml",
+        {"pipelines": {"credit": {"transformer": "credit/transformer.pkl", "graph_model": "echo"}}},
+    )
+    env = {"GRAPH_SERVICE_URL": tier.url, "LOGIC_PIN_WORKERS": "on"}
+    server = start_logic_service(config, tmp_path / "pinned.log", env=env, workers=2)
+    try:
+        cpus = _worker_cpus(server, 2)
+        assert sorted(cpus.values()) == sorted([[allowed[0]], [allowed[1 % len(allowed)]]])
+        # The worker on the highest CPU: "always the lowest" would not give its CPU back.
+        victim, (freed,) = max(cpus.items(), key=lambda item: item[1])
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while victim in (after := _worker_cpus(server, 2)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (replacement,) = set(after) - set(cpus)
+        assert after[replacement] == [freed]
+        answer = requests.post(
+            server.url + "/get_score", json={"data": credit_records(1)}, timeout=30
+        )
+        assert answer.status_code == 200, answer.text
+    finally:
+        server.stop()
+    unpinned = start_logic_service(
+        config, tmp_path / "free.log", env={**env, "LOGIC_PIN_WORKERS": "off"}, workers=2
+    )
+    try:
+        assert all(cpus == allowed for cpus in _worker_cpus(unpinned, 2).values())
+    finally:
+        unpinned.stop()
+        tier.stop()
+
+
 def clean_env() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if not key.startswith("LOGIC_")}
 
@@ -273,6 +338,7 @@ def test_a_large_body_left_unread_closes_the_connection_and_says_so(blocked_stac
         ("LOGIC_GRACEFUL_TIMEOUT", "-1"),
         ("LOGIC_KEEPALIVE", "5s"),
         ("LOGIC_KEEPALIVE_LINGER_MS", "-1"),
+        ("LOGIC_PIN_WORKERS", "always"),
         ("LOGIC_LOG_LEVEL", "loud"),
     ],
 )
