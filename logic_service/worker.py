@@ -182,9 +182,6 @@ class RequestPool:
             task.run()
 
 
-PIN_MODES = ("auto", "on", "off")
-
-
 def pins_workers(mode: str, workers: int, cpus: int) -> bool:
     """Whether workers get a CPU each: always (on), never (off), or when they cover every
     CPU the service may use (auto)."""
