@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--rest_api_timeout_in_ms",
         type=int,
         default=defaults.DEFAULT_TIMEOUT_MS,
-        help="per-request deadline, 504 when exceeded; 0 disables (default 30000)",
+        help="per-request deadline for REST, 504 when exceeded; 0 disables (default 30000); "
+        "gRPC calls run under the caller's own deadline",
     )
     http.add_argument(
         "--max_body_bytes",

@@ -54,6 +54,8 @@ from tfs_protocol.constants import DEFAULT_SIGNATURE
 
 logger = logging.getLogger(__name__)
 
+# grpcio reports "no deadline" as None or as a remaining time of centuries.
+_NO_DEADLINE_SECONDS = 10 * 365 * 24 * 3600
 # Seconds in-flight calls get to finish on SIGTERM; fits in gunicorn's graceful_timeout.
 STOP_GRACE_SECONDS = 5.0
 
@@ -101,6 +103,16 @@ def _load_failure(registry: ModelRegistry, name: str, version: int | None) -> st
     return f"version {first['version']} failed to load: {first['status']['error_message']}"
 
 
+def run_timeout_ms(context: grpc.ServicerContext) -> int:
+    """The run's RunOptions.timeout_in_ms for a gRPC call: what is left of the caller's
+    deadline, as TF Serving sets it (prediction_service_impl.cc); 0 (no limit) without one.
+    --rest_api_timeout_in_ms is REST's alone."""
+    remaining = context.time_remaining()
+    if remaining is None or remaining > _NO_DEADLINE_SECONDS:
+        return 0
+    return max(1, int(remaining * 1000))
+
+
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """Predict, Classify, Regress, MultiInference and GetModelMetadata."""
 
@@ -136,7 +148,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             signature = servable.signature(key)
             inputs = grpc_codec.decode_inputs(request.inputs, signature)
             aliases = grpc_codec.output_aliases(request.output_filter, signature)
-            outputs = self._run(servable, key, inputs, "Predict")
+            outputs = self._run(servable, key, inputs, "Predict", run_timeout_ms(context))
             response = predict_pb2.PredictResponse()
             grpc_codec.fill_model_spec(response.model_spec, servable.name, servable.version, key)
             for alias in aliases:
@@ -146,21 +158,26 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     @reports_errors
     def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         response = classification_pb2.ClassificationResponse()
-        return self._one_task(request, "Classify", self._classify, response)
+        return self._one_task(request, "Classify", self._classify, response, context)
 
     @reports_errors
     def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         response = regression_pb2.RegressionResponse()
-        return self._one_task(request, "Regress", self._regress, response)
+        return self._one_task(request, "Regress", self._regress, response, context)
 
     def _one_task(
-        self, request: Any, method: str, run: Callable[[Any, str, Any, Any], None], response: Any
+        self,
+        request: Any,
+        method: str,
+        run: Callable[[Any, str, Any, Any, int], None],
+        response: Any,
+        context: grpc.ServicerContext,
     ) -> Any:
         """Classify and Regress: one signature over `request.input` into `response.result`."""
         with self._counted(request.model_spec.name, method):
             servable = resolve(self._registry, request)
             key = request.model_spec.signature_name or DEFAULT_SIGNATURE
-            run(servable, key, request.input, response.result)
+            run(servable, key, request.input, response.result, run_timeout_ms(context))
             grpc_codec.fill_model_spec(response.model_spec, servable.name, servable.version, key)
             return response
 
@@ -169,9 +186,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         """Several classify/regress signatures of one model over one input (multi_inference.cc)."""
         model = request.tasks[0].model_spec.name if request.tasks else ""
         with self._counted(model, "MultiInference"):
-            return self._multi_inference(request)
+            return self._multi_inference(request, run_timeout_ms(context))
 
-    def _multi_inference(self, request: Any) -> Any:
+    def _multi_inference(self, request: Any, timeout_ms: int) -> Any:
         if not request.tasks:
             raise InvalidArgumentError("Expected at least one task")
         servable = resolve(self._registry, request.tasks[0])
@@ -196,9 +213,11 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             key = task.model_spec.signature_name or DEFAULT_SIGNATURE
             result = response.results.add()
             if task.method_name == CLASSIFY_METHOD:
-                self._classify(servable, key, request.input, result.classification_result)
+                self._classify(
+                    servable, key, request.input, result.classification_result, timeout_ms
+                )
             else:
-                self._regress(servable, key, request.input, result.regression_result)
+                self._regress(servable, key, request.input, result.regression_result, timeout_ms)
             grpc_codec.fill_model_spec(result.model_spec, servable.name, servable.version, key)
         return response
 
@@ -221,21 +240,33 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         )
         return response
 
-    def _run(self, servable: Servable, key: str, inputs: dict, api: str) -> dict:
+    def _run(self, servable: Servable, key: str, inputs: dict, api: str, timeout_ms: int) -> dict:
         """The model call, in one of the model's slots shared with REST."""
-        return run_model(servable, key, inputs, api, pools=self._pools, metrics=self._metrics)
+        return run_model(
+            servable,
+            key,
+            inputs,
+            api,
+            pools=self._pools,
+            metrics=self._metrics,
+            timeout_ms=timeout_ms,
+        )
 
-    def _classify(self, servable: Servable, key: str, input_proto: Any, result: Any) -> None:
+    def _classify(
+        self, servable: Servable, key: str, input_proto: Any, result: Any, timeout_ms: int
+    ) -> None:
         input_key = example_input(servable, key, CLASSIFY_METHOD, "classification")
         examples = grpc_codec.serialized_examples(input_proto)
-        outputs = self._run(servable, key, {input_key: examples}, "Classify")
+        outputs = self._run(servable, key, {input_key: examples}, "Classify", timeout_ms)
         classes, scores = classification_outputs(outputs)
         grpc_codec.fill_classification(result, classes, scores)
 
-    def _regress(self, servable: Servable, key: str, input_proto: Any, result: Any) -> None:
+    def _regress(
+        self, servable: Servable, key: str, input_proto: Any, result: Any, timeout_ms: int
+    ) -> None:
         input_key = example_input(servable, key, REGRESS_METHOD, "regression")
         examples = grpc_codec.serialized_examples(input_proto)
-        outputs = self._run(servable, key, {input_key: examples}, "Regress")
+        outputs = self._run(servable, key, {input_key: examples}, "Regress", timeout_ms)
         values = regression_outputs(outputs)
         grpc_codec.fill_regression(result, values)
 

@@ -77,14 +77,16 @@ def run_model(
     *,
     pools: ModelPools,
     metrics: Metrics,
+    timeout_ms: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """Call the model in one of its slots (429 when none is free); TF enforces the deadline.
+    """Call the model in one of its slots (429 when none is free); TF enforces the deadline
+    (REST's, or `timeout_ms` for a gRPC caller's own).
 
     The one way both fronts (REST and gRPC) run a model, so they share the per-model slots.
     """
     with pools.slot(servable.name):
         started = time.perf_counter()
-        outputs = servable.run(signature, inputs)
+        outputs = servable.run(signature, inputs, timeout_ms)
     metrics.record_runtime(servable.name, api, time.perf_counter() - started)
     return outputs
 

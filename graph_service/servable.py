@@ -5,8 +5,13 @@ The version is loaded into a TF1-style Session with the SavedModel loader (as
 the signature's input tensors by name and fetches its outputs by name. So, as in TF Serving,
 the graph decides which shapes it accepts (half_plus_two's `x` is declared [-1, 1] and is fed
 [3]); a shape or dtype the graph refuses comes back as the runtime's INVALID_ARGUMENT. The
-deadline (--rest_api_timeout_in_ms) travels in the callable's RunOptions, so the runtime
-itself cancels a call that outlives it (DEADLINE_EXCEEDED).
+deadline travels in the RunOptions, so the runtime itself cancels a call that outlives it
+(DEADLINE_EXCEEDED): for REST --rest_api_timeout_in_ms; for gRPC the caller's own deadline, as
+TF Serving passes it (no deadline: no limit). A callable's RunOptions are fixed when it is
+built, so a gRPC deadline is rounded up to a power of two milliseconds and each such bucket
+gets its own callable, built once: the run is cancelled at most twice the remaining time
+after it started, never before the caller's deadline. (Session.run with per-call options
+would be exact, but it checks feed shapes in Python first, which TF Serving does not.)
 
 Why callables and not `tf.saved_model.load` concrete functions: measured on a 16->1 dense
 model (benchmarks/bench_graph.py, 1 row), a concrete-function call costs about 270 us, a
@@ -17,6 +22,7 @@ signature's TensorSpec, which TF Serving does not.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -65,39 +71,55 @@ class SignatureRunner:
         self._fetches = [signature_def.outputs[k].name for k in self.output_keys]
         self._session = session
         self._timeout_ms = timeout_ms
-        self._callable: Any = None
+        self._callables: dict[int, Any] = {}  # by timeout: REST's, gRPC buckets, 0 (none)
         self._lock = threading.Lock()
 
-    def _build(self) -> Any:
+    def _callable(self, timeout_ms: int) -> Any:
+        run = self._callables.get(timeout_ms)
+        if run is None:
+            with self._lock:
+                run = self._callables.get(timeout_ms)
+                if run is None:
+                    run = self._callables[timeout_ms] = self._build(timeout_ms)
+        return run
+
+    def _build(self, timeout_ms: int) -> Any:
         from tensorflow.core.protobuf import config_pb2
 
         options = config_pb2.CallableOptions(feed=self._feeds, fetch=self._fetches)
-        if self._timeout_ms > 0:
-            options.run_options.timeout_in_ms = self._timeout_ms
+        if timeout_ms > 0:
+            options.run_options.timeout_in_ms = timeout_ms
         make = getattr(self._session, "_make_callable_from_options", None)
         if make is not None:
             return make(options)
         # The fast constructor is private TensorFlow API; if a release drops it, say so once
         # and run the same feeds and fetches through the public Session.run.
         logger.warning("Session._make_callable_from_options missing: using Session.run")
-        run_options = config_pb2.RunOptions(timeout_in_ms=max(self._timeout_ms, 0))
+        return functools.partial(self._run_once, timeout_ms=timeout_ms)
 
-        def run(*arrays: np.ndarray) -> list:
-            feed = dict(zip(self._feeds, arrays, strict=True))
-            return self._session.run(self._fetches, feed, options=run_options)
+    def _run_once(self, *arrays: np.ndarray, timeout_ms: int) -> list:
+        from tensorflow.core.protobuf import config_pb2
 
-        return run
+        options = config_pb2.RunOptions(timeout_in_ms=max(timeout_ms, 0))
+        feed = dict(zip(self._feeds, arrays, strict=True))
+        return self._session.run(self._fetches, feed, options=options)
 
-    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self._callable is None:
-            with self._lock:
-                if self._callable is None:
-                    self._callable = self._build()
+    def __call__(
+        self, inputs: Mapping[str, np.ndarray], timeout_ms: int | None = None
+    ) -> dict[str, np.ndarray]:
+        """Run under the REST deadline (`timeout_ms` None), or a gRPC caller's deadline
+        rounded up to its bucket (0: no limit)."""
         missing = [k for k in self.input_keys if k not in inputs]
         if missing:
             raise InvalidArgumentError(f"Missing input tensor(s): {', '.join(missing)}")
-        values = self._callable(*[inputs[k] for k in self.input_keys])
+        timeout = self._timeout_ms if timeout_ms is None else deadline_bucket(timeout_ms)
+        values = self._callable(timeout)(*[inputs[k] for k in self.input_keys])
         return {k: np.asarray(v) for k, v in zip(self.output_keys, values, strict=True)}
+
+
+def deadline_bucket(timeout_ms: int) -> int:
+    """`timeout_ms` rounded up to a power of two (0 stays 0: no limit)."""
+    return 0 if timeout_ms <= 0 else 1 << (timeout_ms - 1).bit_length()
 
 
 @dataclass
@@ -133,14 +155,17 @@ class Servable:
         """{input key: 'DT_...'} of a signature, in key order."""
         return self.signature_model(key).input_dtypes()
 
-    def run(self, key: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run a signature; TensorFlow errors become ServingErrors with the runtime's message."""
+    def run(
+        self, key: str, inputs: Mapping[str, np.ndarray], timeout_ms: int | None = None
+    ) -> dict[str, np.ndarray]:
+        """Run a signature; TensorFlow errors become ServingErrors with the runtime's message.
+        `timeout_ms`: a gRPC caller's deadline (0: none); None: the REST deadline."""
         import tensorflow as tf
 
         self.signature(key)
         runner = self.functions[key]
         try:
-            return runner(inputs)
+            return runner(inputs, timeout_ms)
         except ServingError:
             raise
         except tf.errors.DeadlineExceededError as exc:

@@ -534,6 +534,24 @@ def test_rest_call_on_a_model_full_of_grpc_calls_is_429(one_slot):
     assert "limit (--model_max_inflight=1)" in refused.json()["error"]
 
 
+def test_a_grpc_deadline_cancels_the_model_run_and_frees_its_slot(one_slot):
+    """TF Serving runs a gRPC call under the caller's deadline (RunOptions.timeout_in_ms):
+    past it the runtime cancels the loop, so the model's only slot is free again at once, and
+    the call is counted DEADLINE_EXCEEDED. (Before, the loop ran on for seconds after the
+    caller had given up, holding the slot.)"""
+    inflight = 'graph_model_inflight_calls{model_name="spin"}'
+    expired = ':tensorflow:serving:request_count{model_name="spin",status="DEADLINE_EXCEEDED"}'
+    before = _metric(one_slot, expired)
+    with pytest.raises(grpc.RpcError) as caught:
+        # About 0.4 ms per iteration on a 2-core box: ~12 s of work if nobody stops it.
+        one_slot.stub.Predict(_spin_request(30_000), timeout=0.5)
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    _wait_until(lambda: _metric(one_slot, inflight) == 0, timeout=3.0)
+    _wait_until(lambda: _metric(one_slot, expired) == before + 1, timeout=3.0)
+    answer = one_slot.stub.Predict(_spin_request(1), timeout=TIMEOUT)
+    assert list(answer.outputs["iterations_run"].int_val) == [1]
+
+
 # ----------------------------------------------------------------------------- reload
 
 

@@ -9,7 +9,7 @@ from converters.cli.convert_h5 import main as convert_h5
 from converters.models_config import ModelsConfig, resolve_base_path
 from graph_service.errors import ServingError
 from graph_service.metadata import model_metadata
-from graph_service.servable import LoadError, load_servable
+from graph_service.servable import LoadError, deadline_bucket, load_servable
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +63,16 @@ def test_garbage_saved_model_is_a_load_error(tmp_path):
         load_servable("m", 1, tmp_path)
     assert info.value.code in {"DATA_LOSS", "NOT_FOUND"}
     assert str(tmp_path) in str(info.value)
+
+
+def test_a_grpc_deadline_is_rounded_up_to_a_power_of_two_milliseconds() -> None:
+    """One callable per bucket: never cancelled before the caller's deadline, at most 2x after."""
+    assert [deadline_bucket(ms) for ms in (0, 1, 2, 3, 499, 512, 513)] == [
+        0,
+        1,
+        2,
+        4,
+        512,
+        512,
+        1024,
+    ]

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import grpc
+import numpy as np
 import pytest
 import requests
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from devtools.savedmodels import (
     start_graph_service,
@@ -26,6 +30,8 @@ CHEAP = 1
 # About 0.4 ms per iteration on a 2-core dev box: ~4 s here, still far past 200 ms on a machine
 # ten times faster; small enough that the abandoned loop ends soon after the test.
 EXPENSIVE = 10_000
+# Far past the 200 ms REST deadline here (~1 s), short enough to run to its end in a test.
+LONGER_THAN_REST = 2_500
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +87,21 @@ def test_request_past_the_deadline_gets_504_and_the_server_keeps_serving(spin_se
     assert status.status_code == 200
     assert status.json()["model_version_status"][0]["state"] == "AVAILABLE"
     assert spin_server.alive()
+
+
+def test_the_rest_deadline_is_rest_s_alone_grpc_runs_under_the_caller_s(spin_server):
+    """--rest_api_timeout_in_ms bounds REST calls only: over gRPC TF Serving runs a call under
+    the caller's own deadline, and without one the run has no limit. The call REST answers
+    504 is answered over gRPC, with no deadline and with a generous one."""
+    assert _predict(spin_server, [LONGER_THAN_REST]).status_code == 504
+    (port,) = [arg.split("=", 1)[1] for arg in spin_server.argv if arg.startswith("--port=")]
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "spin"
+    request.inputs["iterations"].CopyFrom(
+        tf.make_tensor_proto(np.array([LONGER_THAN_REST], np.int32))
+    )
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        for deadline in (None, 120):
+            answer = stub.Predict(request, timeout=deadline)
+            assert list(answer.outputs["iterations_run"].int_val) == [LONGER_THAN_REST]
