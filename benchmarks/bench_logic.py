@@ -14,8 +14,9 @@ graph tier's and the load generator's own CPU. Each server's phases are split in
 (3) with the servers interleaved, so a spell of load on a shared machine falls on every
 server's share instead of on one server's whole figure. The load generator
 (benchmarks/loadgen.py) is a separate process with http.client keep-alive threads. Every
-phase is bounded in count and time; only 127.0.0.1 is spoken to. Prints a markdown table and issue 12's three target ratios
-and writes both, with plots, into benchmarks/results/. Run: `make bench-logic`.
+phase is bounded in count and time; only 127.0.0.1 is spoken to. Prints a markdown table and
+issue 12's three target ratios and writes both, with plots, into benchmarks/results/. Run:
+`make bench-logic`.
 """
 
 from __future__ import annotations

@@ -34,6 +34,13 @@ def _whole(name: str, default: int, minimum: int, meaning: str) -> int:
     return value
 
 
+def _one_of(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = os.environ.get(name, default).strip().lower()
+    if value not in choices:
+        _fail(f"{name}={value!r} must be one of {', '.join(choices)}")
+    return value
+
+
 # Defaults from `make bench-logic` on a 2-core box: 2 processes (one per core) x 8 threads.
 # A thread mostly waits on the graph tier, and the requests a process has in flight are what
 # its batcher can join into one :predict: 8 threads gave larger batches than 4, so less CPU
@@ -60,9 +67,7 @@ _linger_ms = _whole(
 )
 # One CPU per worker when the workers cover every CPU the service may use (logic_service/
 # worker.py): a worker's threads then pass the GIL around on one core, not across cores.
-_pin_workers = os.environ.get("LOGIC_PIN_WORKERS", "auto").strip().lower()
-if _pin_workers not in ("auto", "on", "off"):
-    _fail(f"LOGIC_PIN_WORKERS={_pin_workers!r} must be one of auto, on, off")
+_pin_workers = _one_of("LOGIC_PIN_WORKERS", "auto", ("auto", "on", "off"))
 # gunicorn's access log is off by default: the JSON request line (request_log.py) already says
 # who asked what, with status, id and stage timings, and a second line per request cost 8% of
 # the tier's CPU (benchmarks/bench_logic.py). LOGIC_ACCESS_LOG=- writes it to stderr as well.
@@ -71,9 +76,7 @@ errorlog = "-"
 # No runtime control socket: several instances share a host in tests and the container's
 # filesystem is read-only for the service user.
 control_socket_disable = True
-loglevel = os.environ.get("LOGIC_LOG_LEVEL", "info").strip().lower()
-if loglevel not in LOG_LEVELS:
-    _fail(f"LOGIC_LOG_LEVEL={loglevel!r} must be one of {', '.join(LOG_LEVELS)}")
+loglevel = _one_of("LOGIC_LOG_LEVEL", "info", LOG_LEVELS)
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms id=%({x-request-id}o)s'
 
 # Prometheus multiprocess mode: the directory must exist, be empty, and be in the environment
