@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             'model_platform: "tensorflow" } }\n'
         )
         serving = tf.saved_model.load(str(models / "bench" / "1")).signatures["serving_default"]
-        from graph_service.servable import load_servable
+        from graph_service.models.servable import load_servable
 
         servable = load_servable("bench", 1, models / "bench" / "1", run_timeout_ms=30_000)
         server = start_graph_service(

@@ -4,7 +4,7 @@ Starts the real `graph-service` on a free port with a small dense SavedModel, th
 `:predict` serially from this process with each candidate over one kept-alive connection:
 `requests.Session` (the first client), a bare `urllib3.HTTPConnectionPool`, `http.client`
 keep-alive (the previous transport), and the service's own `GraphClient` (its minimal HTTP/1.1
-connection, logic_service/http_transport.py, in a pool with timeouts, retries and error mapping).
+connection, logic_service/graph/http_transport.py, in a pool with timeouts, retries and error mapping).
 Reports the CPU this process burns per call (time.process_time: survives a noisy shared machine)
 and wall time per call, as medians over interleaved rounds, with ratios against requests and
 against http.client.
@@ -36,7 +36,7 @@ from devtools.savedmodels import (
     write_dense_savedmodel,
     write_models_config,
 )
-from logic_service.graph_client import GraphClient
+from logic_service.graph.client import GraphClient
 
 WIDTH = 20
 PATH = "/v1/models/bench:predict"

@@ -103,7 +103,7 @@ def kit_layout() -> tuple[int, int]:
         "    conf = runpy.run_path(sys.argv[1])\n"
         "print(conf['workers'], conf['threads'])\n"
     )
-    conf = ROOT / "logic_service" / "gunicorn.conf.py"
+    conf = ROOT / "logic_service" / "http" / "gunicorn.conf.py"
     env = {k: v for k, v in os.environ.items() if k not in ("LOGIC_WORKERS", "LOGIC_THREADS")}
     out = subprocess.run(
         [sys.executable, "-c", probe, str(conf)], capture_output=True, text=True, env=env

@@ -24,7 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 from devtools.sklearn_artifacts import build_sklearn_artifacts, credit_records  # noqa: E402
 from logic_service.config import load_config  # noqa: E402
-from logic_service.pipelines import Pipeline, load_pipelines  # noqa: E402
+from logic_service.pipeline.loader import load_pipelines  # noqa: E402
+from logic_service.pipeline.runtime import Pipeline  # noqa: E402
 
 TARGET_MS = 0.15  # issue 9: one-row preprocess p50 on the credit example
 ENGINES = ("sklearn", "onnx")

@@ -13,16 +13,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from converters.models_config import ModelEntry, ModelsConfig
-from graph_service.app import GraphServiceApp, create_app
 from graph_service.metrics import Metrics
-from graph_service.pools import ModelPools, default_limit
-from graph_service.registry import ModelRegistry
-from graph_service.servable import load_servable
+from graph_service.models.pools import ModelPools, default_limit
+from graph_service.models.registry import ModelRegistry
+from graph_service.models.servable import load_servable
+from graph_service.models.watcher import ConfigWatcher
+from graph_service.rest.app import GraphServiceApp, create_app
 from graph_service.settings import Settings
-from graph_service.watcher import ConfigWatcher
 
 if TYPE_CHECKING:
-    from graph_service.grpc_server import GrpcServer
+    from graph_service.grpc.server import GrpcServer
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def _start_grpc(
     if not settings.grpc_port:
         logger.info("gRPC off (--port=0): serving REST only")
         return None
-    from graph_service.grpc_server import GrpcServer, GrpcStartError
+    from graph_service.grpc.server import GrpcServer, GrpcStartError
 
     try:
         return GrpcServer.start(

@@ -30,7 +30,7 @@ class Settings:
     rest_api_timeout_in_ms: int = DEFAULT_TIMEOUT_MS
     rest_api_num_threads: int = 8
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    # Calls in flight per model before 429 RESOURCE_EXHAUSTED; 0 = auto (see graph_service.pools).
+    # Calls in flight per model before 429 RESOURCE_EXHAUSTED; 0 = auto (see graph_service.models.pools).
     model_max_inflight: int = 0
     allow_version_labels_for_unavailable_models: bool = False
     log_level: str = "INFO"

@@ -12,20 +12,20 @@ from dataclasses import dataclass
 import orjson
 from flask import Blueprint, Flask, Response, current_app, g, request
 
-from logic_service.codecs import encode_body
 from logic_service.config import ServiceConfig, load_config
-from logic_service.drain import refuse_if_draining
 from logic_service.errors import ConfigError, register_error_handlers
-from logic_service.graph_client import GraphClient, validate_url
-from logic_service.metrics import Metrics
-from logic_service.openapi import routes as openapi_routes
-from logic_service.pipelines import load_pipelines
-from logic_service.request_log import (
+from logic_service.graph.client import GraphClient, validate_url
+from logic_service.http.codecs import encode_body
+from logic_service.http.drain import refuse_if_draining
+from logic_service.http.openapi import routes as openapi_routes
+from logic_service.http.request_log import (
     REQUEST_ID_HEADER,
     RequestInfo,
     configure_logging,
 )
-from logic_service.score_endpoint import ScoreEndpoint
+from logic_service.http.score_endpoint import ScoreEndpoint
+from logic_service.metrics import Metrics
+from logic_service.pipeline.loader import load_pipelines
 from logic_service.scoring import Scorer
 from logic_service.settings import Settings
 

@@ -20,7 +20,7 @@ from gunicorn.app.base import Application
 from logic_service.errors import LogicError
 from logic_service.settings import Settings
 
-GUNICORN_CONF = Path(__file__).with_name("gunicorn.conf.py")
+GUNICORN_CONF = Path(__file__).parent / "http" / "gunicorn.conf.py"
 EXIT_CONFIG = 2
 
 
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="logic-service",
         description=(
             "Serve POST /get_score, /health, /ready, /pipelines, /openapi.json and /metrics for "
-            "the pipelines declared in a YAML file, under gunicorn (logic_service/gunicorn.conf.py). "
+            "the pipelines declared in a YAML file, under gunicorn (logic_service/http/gunicorn.conf.py). "
             "Fitted scikit-learn transformers are compiled to ONNX at start-up and serve only "
             "after a parity check against scikit-learn (per pipeline engine: auto|onnx|sklearn)."
         ),

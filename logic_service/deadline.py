@@ -3,7 +3,7 @@
 The budget starts when the request arrives (LOGIC_REQUEST_TIMEOUT, 10 s by default); a caller
 may lower it with `X-Request-Timeout-Ms`, never raise it past the service's own limit.
 "Arrives" is when the server saw the request's first bytes: the gunicorn worker
-(logic_service/worker.py) stamps that moment into the WSGI environ under RECEIVED_KEY, so time
+(logic_service/http/worker.py) stamps that moment into the WSGI environ under RECEIVED_KEY, so time
 spent waiting for a free request thread counts too. Under another server the key is absent
 and the budget starts when the app is called.
 """

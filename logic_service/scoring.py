@@ -14,10 +14,10 @@ from typing import Any
 
 from logic_service.deadline import Deadline
 from logic_service.errors import BadRequestError, LogicError, UnknownPipelineError
-from logic_service.graph_client import GraphClient
-from logic_service.graph_target import BatchPolicy, RemoteTarget, TargetKey
+from logic_service.graph.client import GraphClient
+from logic_service.graph.target import BatchPolicy, RemoteTarget, TargetKey
 from logic_service.metrics import Metrics
-from logic_service.pipelines import Pipeline
+from logic_service.pipeline.runtime import Pipeline
 from logic_service.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -37,7 +37,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-# gunicorn's graceful timeout (logic_service/gunicorn.conf.py) plus margin to exit.
+# gunicorn's graceful timeout (logic_service/http/gunicorn.conf.py) plus margin to exit.
 DEFAULT_GRACEFUL_TIMEOUT = 20
 STOP_MARGIN_SECONDS = 10
 LOG_TAIL_LINES = 25

@@ -61,7 +61,7 @@ def _tensor_value(text: str) -> tuple[str, str]:
 
 
 def _key_shape(text: str) -> tuple[str, tuple[int | None, ...]]:
-    from converters.ckpt_export import parse_shape
+    from converters.ckpt.export import parse_shape
 
     key, sep, dims = text.partition("=")
     if not sep or not key.strip():
@@ -147,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _print_candidates(graph, meta_graph, fixed: Sequence[str], stream) -> None:
-    from converters.ckpt_signature import find_candidates, from_signature_def
+    from converters.ckpt.detect import find_candidates
+    from converters.ckpt.signature import from_signature_def
 
     own = from_signature_def(meta_graph, {}) if meta_graph.signature_def else None
     if own is not None:
@@ -165,7 +166,7 @@ def _scratch_graph(files):
     """The graph as written, for naming tensors and detection (nothing restored)."""
     import tensorflow as tf
 
-    from converters.ckpt_loader import import_graph
+    from converters.ckpt.loader import import_graph
 
     graph = tf.Graph()
     with graph.as_default():
@@ -175,7 +176,7 @@ def _scratch_graph(files):
 
 def _convert(args: argparse.Namespace) -> int:
     # Imported here so --help and usage errors answer without loading TensorFlow.
-    from converters.ckpt_loader import locate_checkpoint, read_meta_graph, tensor_name
+    from converters.ckpt.loader import locate_checkpoint, read_meta_graph, tensor_name
     from converters.publish import plan_destination, staging_dir
 
     inputs = _to_dict(args.input, "--input")
@@ -201,8 +202,9 @@ def _convert(args: argparse.Namespace) -> int:
         _print_candidates(graph, meta_graph, [tensor_name(t) for t in fixed_text], sys.stdout)
         return 0
 
-    from converters import ckpt_export
-    from converters.ckpt_signature import AmbiguousSignatureError, resolve
+    from converters.ckpt import export as ckpt_export
+    from converters.ckpt.detect import AmbiguousSignatureError
+    from converters.ckpt.signature import resolve
 
     try:
         plan = resolve(graph, meta_graph, inputs, outputs, fixed_text)
@@ -230,7 +232,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 def _with_inferred(graph, plan, shapes: dict) -> dict:
     """--shape where given; else, for an input of unknown shape, what the graph fixes."""
-    from converters.ckpt_shapes import infer_shape, needs_inference
+    from converters.ckpt.shapes import infer_shape, needs_inference
 
     merged = dict(shapes)
     for key, name in plan.inputs.items():
@@ -265,7 +267,7 @@ def _check_reads_variables(files, restored: int, allowed: bool) -> None:
 
 def _verify(args, files, plan, staged: Path, signature_shapes: dict) -> None:
     """Parity with the checkpoint at two batch sizes, then: do the outputs follow the inputs?"""
-    from converters import ckpt_export
+    from converters.ckpt import export as ckpt_export
     from converters.verify import constant_outputs, signature_specs, verify_export
 
     verify_shapes = {

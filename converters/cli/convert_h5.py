@@ -95,7 +95,10 @@ def _convert(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     # Imported here so --help and usage errors answer without loading TensorFlow.
-    from converters import keras_custom_objects, keras_export, keras_loader, keras_source
+    from converters.keras import custom_objects as keras_custom_objects
+    from converters.keras import export as keras_export
+    from converters.keras import loader as keras_loader
+    from converters.keras import source as keras_source
     from converters.publish import plan_destination, staging_dir
 
     check_verify_flags(args)

@@ -301,7 +301,7 @@ def test_logic_drains_before_kubernetes_kills_it(resources: dict) -> None:
     assert c["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
     env = {item["name"]: item["value"] for item in c["env"]}
     graceful = int(env["LOGIC_GRACEFUL_TIMEOUT"])
-    conf = (ROOT / "logic_service" / "gunicorn.conf.py").read_text()
+    conf = (ROOT / "logic_service" / "http" / "gunicorn.conf.py").read_text()
     assert "LOGIC_GRACEFUL_TIMEOUT" in conf, "gunicorn must read the variable the pod sets"
     assert spec["terminationGracePeriodSeconds"] >= 5 + graceful + 5
     assert spec["terminationGracePeriodSeconds"] >= 30

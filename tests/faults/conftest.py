@@ -23,6 +23,7 @@ import psutil
 import pytest
 import requests
 
+from devtools.logic_tier import start_logic_service
 from devtools.savedmodels import (
     dense_reference,
     start_graph_service,
@@ -31,7 +32,6 @@ from devtools.savedmodels import (
 )
 from devtools.servers import ServerProcess, start_server
 from devtools.sklearn_artifacts import SklearnArtifacts, credit_records
-from tests.logic_service.conftest import start_logic_service
 
 FULL = os.environ.get("FAULT_FULL", "") not in {"", "0"}
 # The defaults the suite's logic tiers run with: a short budget so faults show in seconds,

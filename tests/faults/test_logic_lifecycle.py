@@ -16,8 +16,8 @@ import psutil
 import pytest
 import requests
 
+from devtools.logic_tier import TinyGraphTier
 from tests.faults.conftest import Load, post, record, start_logic, statuses, tree, wait_for
-from tests.logic_service.conftest import TinyGraphTier
 
 pytestmark = pytest.mark.fault
 

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
+from devtools.logic_tier import TinyGraphTier
 from tests.faults.conftest import Load, record, start_logic, statuses
-from tests.logic_service.conftest import TinyGraphTier
 
 pytestmark = pytest.mark.fault
 

@@ -7,7 +7,6 @@ import pytest
 import tensorflow as tf
 from werkzeug.exceptions import MethodNotAllowed
 
-from graph_service.codecs import CodecError
 from graph_service.errors import (
     NotFoundError,
     PayloadTooLargeError,
@@ -15,6 +14,7 @@ from graph_service.errors import (
     from_tensorflow,
     status_and_body,
 )
+from tfs_protocol.errors import CodecError
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """The logic tier's client codec against the real graph-service: both sides use tfs_protocol.
 
 Issue 11 done-when: string, bytes, unsigned integer and float tensors go from the logic
-tier's encoder (logic_service.codecs.encode_predict_request) through graph-service and come
+tier's encoder (logic_service.graph.codecs.encode_predict_request) through graph-service and come
 back through its decoder, including NaN and infinities written as TF Serving's bare literals
 (shared doc tf-serving-rest.md, "Predict": `{"b64": ...}`, `*_bytes` outputs, NaN/Infinity).
 """
@@ -21,7 +21,7 @@ from devtools.savedmodels import (
     write_protocol_savedmodel,
 )
 from devtools.servers import ServerProcess
-from logic_service.codecs import decode_predict_response, encode_predict_request
+from logic_service.graph.codecs import decode_predict_response, encode_predict_request
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def test_a_string_where_the_graph_wants_uint32_is_a_400(server: ServerProcess) -
 
 def test_protocol_model_exists(tmp_path: Path) -> None:
     """The fixture writes a loadable SavedModel with the three signatures."""
-    from graph_service.servable import load_servable
+    from graph_service.models.servable import load_servable
 
     write_protocol_savedmodel(tmp_path / "1")
     servable = load_servable("proto", 1, tmp_path / "1")

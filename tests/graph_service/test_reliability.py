@@ -28,7 +28,7 @@ from devtools.savedmodels import (
     write_spin_savedmodel,
 )
 from graph_service.bootstrap import build_service
-from graph_service.pools import ModelPools, ResourceExhaustedError, UnavailableError
+from graph_service.models.pools import ModelPools, ResourceExhaustedError, UnavailableError
 from graph_service.settings import Settings
 
 POLL = 0.3

@@ -23,8 +23,8 @@ from devtools.sklearn_artifacts import (
     credit_records,
 )
 from logic_service.app import create_app
-from logic_service.artifacts import file_sha256
 from logic_service.errors import ConfigError
+from logic_service.pipeline.artifacts import file_sha256
 from logic_service.settings import Settings
 
 FAULTY_RULES = """

@@ -12,6 +12,7 @@ import orjson
 import pytest
 import requests
 
+from devtools.logic_tier import start_logic_service
 from devtools.servers import free_port, script
 from devtools.sklearn_artifacts import (
     COMPILED_RTOL,
@@ -20,7 +21,6 @@ from devtools.sklearn_artifacts import (
     credit_records,
 )
 from logic_service.cli import main
-from tests.logic_service.conftest import start_logic_service
 from tests.logic_service.test_app import service_document
 
 

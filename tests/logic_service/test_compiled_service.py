@@ -12,10 +12,10 @@ import pytest
 import requests
 from openapi_spec_validator import validate
 
+from devtools.logic_tier import start_logic_service
 from devtools.servers import free_port, script
 from devtools.sklearn_artifacts import COMPILED_RTOL, ZOO_COLUMNS, zoo_records
 from logic_service.cli import main
-from tests.logic_service.conftest import start_logic_service
 
 ZOO = {"transformer": "zoo/transformer.pkl", "model": "zoo/model.pkl", "method": "predict_proba"}
 CLIPPED = {

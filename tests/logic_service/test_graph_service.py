@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import requests
 
+from devtools.logic_tier import start_logic_service
 from devtools.savedmodels import dense_reference, start_graph_service, write_dense_savedmodel
 from devtools.servers import start_server
 from devtools.sklearn_artifacts import CREDIT_COLUMNS, churn_records, credit_records
-from tests.logic_service.conftest import start_logic_service
 
 
 def _wait_ready(url: str, status: int, timeout: float = 90) -> requests.Response:

@@ -29,7 +29,7 @@ CHILD = textwrap.dedent(
     import numpy as np
     import tfs_protocol
     from tfs_protocol import json_codec
-    from logic_service.codecs import decode_predict_response, encode_predict_request
+    from logic_service.graph.codecs import decode_predict_response, encode_predict_request
 
     body = encode_predict_request("s", {"text": np.array(["a", b"\\xff"], dtype=object)})
     assert b'"a"' in body and b'"b64"' in body, body

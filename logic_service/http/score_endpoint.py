@@ -1,0 +1,139 @@
+"""POST /get_score as a bare WSGI endpoint in front of the Flask app: the hot path.
+
+Flask serves every other route (/health, /ready, /pipelines, /metrics, /openapi.json).
+Requests for /get_score are taken before Flask:
+its request context, URL routing, hooks and Response objects cost more CPU per request than
+the compiled features do (measured with benchmarks/bench_logic.py under gunicorn), and this
+path runs once per business request. It is installed the way Flask documents middleware,
+`app.wsgi_app = ScoreEndpoint(app.wsgi_app, ...)`, so Flask's test client and every server
+see the same thing.
+
+Same contract as any route: the body limit (413), JSON envelope and error mapping from
+errors.py, X-Request-ID echoed or made, the deadline header, one metrics observation and one
+JSON log line per request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from logic_service.deadline import RECEIVED_KEY, Deadline
+from logic_service.errors import (
+    BadRequestError,
+    LogicError,
+    MethodNotAllowedError,
+    PayloadTooLargeError,
+    error_body,
+    status_line,
+    unexpected_error,
+)
+from logic_service.http.codecs import decode_score_request, encode_score_response
+from logic_service.http.request_log import RequestInfo
+from logic_service.metrics import Metrics
+from logic_service.scoring import Scorer
+
+log = logging.getLogger(__name__)
+
+PATH = "/get_score"
+ALLOW = "OPTIONS, POST"
+_JSON = ("Content-Type", "application/json")
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class ScoreEndpoint:
+    """WSGI middleware: POST /get_score scored here, everything else passed to `app`."""
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        scorer: Scorer,
+        metrics: Metrics,
+        *,
+        max_content_length: int,
+        request_timeout: float,
+    ) -> None:
+        self.app = app
+        self.scorer = scorer
+        self.metrics = metrics
+        self.max_content_length = max_content_length
+        self.request_timeout = request_timeout
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != PATH:
+            return self.app(environ, start_response)
+        method = environ.get("REQUEST_METHOD", "")
+        info = RequestInfo.begin(environ.get("HTTP_X_REQUEST_ID"))
+        error = None
+        headers = [_JSON]
+        try:
+            if method == "POST":
+                body, status = self.score(environ, info), 200
+            elif method == "OPTIONS":
+                headers.append(("Allow", ALLOW))
+                body, status = b"", 200
+            else:
+                headers.append(("Allow", ALLOW))
+                raise MethodNotAllowedError()
+        except LogicError as failure:
+            status, error = failure.status, str(failure)
+            body = error_body(status, error)
+        except Exception as failure:  # the one catch-all of this route, as Flask's handler
+            log.exception("unhandled error")
+            status, error = unexpected_error(failure)
+            body = error_body(status, error)
+        headers += [("Content-Length", str(len(body))), ("X-Request-ID", info.request_id)]
+        start_response(status_line(status), headers)
+        info.finish(method, PATH, status, error)
+        # Only configured names become labels: a caller's typo must not grow the series.
+        label = info.pipeline if info.pipeline in self.scorer.pipelines else "-"
+        self.metrics.observe(label, status, info.timings)
+        return [body]
+
+    def score(self, environ: dict[str, Any], info: RequestInfo) -> bytes:
+        """Body -> pipeline -> Scorer.score -> the success body; raises LogicError."""
+        body = self.read_body(environ)
+        score_request = decode_score_request(body, environ.get("CONTENT_TYPE"))
+        pipeline = self.scorer.select(score_request.model)
+        info.pipeline = pipeline.name
+        deadline = Deadline.for_request(
+            environ.get("HTTP_X_REQUEST_TIMEOUT_MS"),
+            self.request_timeout,
+            environ.get(RECEIVED_KEY),
+        )
+        result = self.scorer.score(
+            pipeline,
+            score_request.data,
+            info.request_id,
+            info.timings,
+            deadline=deadline,
+            trace=info.trace,
+        )
+        info.rows = result.rows
+        return encode_score_response(result.data)
+
+    def read_body(self, environ: dict[str, Any]) -> bytes:
+        """The whole body, at most `max_content_length` bytes (413 past it, unread)."""
+        stream = environ["wsgi.input"]
+        limit = self.max_content_length
+        length = environ.get("CONTENT_LENGTH")
+        if length:
+            try:
+                size = int(length)
+            except ValueError:
+                raise BadRequestError(
+                    f"Content-Length {length[:20]!r} is not a number of bytes"
+                ) from None
+            if size > limit:
+                raise PayloadTooLargeError()
+            return stream.read(size) if size > 0 else b""
+        if environ.get("wsgi.input_terminated"):  # chunked: the server ends the stream
+            body = stream.read(limit + 1)
+            if len(body) > limit:
+                raise PayloadTooLargeError()
+            return body
+        return b""

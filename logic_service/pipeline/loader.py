@@ -1,0 +1,186 @@
+"""Build a service's pipelines at start-up: load artifacts and hooks, read the contract,
+compile to ONNX and pass the parity gate, or fall back to scikit-learn saying why.
+
+Everything read from disk, compiled and checked happens here, once per process (in the
+gunicorn master under preload); `runtime.Pipeline` is what it returns, ready for requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from logic_service.config import PipelineSpec, ServiceConfig
+from logic_service.errors import ConfigError
+from logic_service.pipeline.artifacts import (
+    LoadedArtifact,
+    import_modules,
+    load_artifact,
+    resolve_hook,
+)
+from logic_service.pipeline.compiled import CompileError, compile_features, compile_model
+from logic_service.pipeline.contract import STRING, read_contract
+from logic_service.pipeline.parity import compare, generated_rows, load_samples
+from logic_service.pipeline.runtime import ONNX, SKLEARN, Pipeline
+from logic_service.pipeline.validation import infer_schema, to_frame, validate_columns
+
+log = logging.getLogger(__name__)
+
+
+def load_pipelines(config: ServiceConfig) -> dict[str, Pipeline]:
+    """Load every artifact and hook the file names; any failure is a ConfigError naming it."""
+    glue = import_modules(config.imports, config.base_dir)
+    return {name: _load_one(spec, config, glue) for name, spec in config.pipelines.items()}
+
+
+def _load_one(spec: PipelineSpec, config: ServiceConfig, glue: list[ModuleType]) -> Pipeline:
+    def load(ref: Any) -> LoadedArtifact:
+        return load_artifact(ref, glue, config.skops_trusted)
+
+    transformers = [load(ref) for ref in spec.transformers]
+    artifacts = {key: load(ref) for key, ref in spec.artifacts.items()}
+    model = load(spec.model) if spec.model is not None else None
+    where = f"{config.path}: pipeline {spec.name!r}"
+    if model is not None and not callable(getattr(model.obj, spec.method, None)):
+        raise ConfigError(
+            f"{where}: model {model.path.name} ({type(model.obj).__name__}) has no "
+            f"method {spec.method!r}; set 'method:' to one it has"
+        )
+    for item in transformers:
+        if not callable(getattr(item.obj, "transform", None)):
+            raise ConfigError(
+                f"{where}: transformer {item.path.name} ({type(item.obj).__name__}) has no "
+                "transform(); is it a fitted scikit-learn transformer?"
+            )
+    # Only the first step sees the raw request; a model alone sees it when nothing precedes it.
+    if transformers:
+        raw_facing = [transformers[0].obj]
+    elif model is not None and spec.preprocess is None:
+        raw_facing = [model.obj]
+    else:
+        raw_facing = []
+    pipeline = Pipeline(
+        spec=spec,
+        transformers=transformers,
+        artifacts=artifacts,
+        model=model,
+        schema=infer_schema(raw_facing, spec.columns),
+        preprocess_hook=resolve_hook(spec.preprocess, config.base_dir, f"{where}: preprocess")
+        if spec.preprocess
+        else None,
+        postprocess_hook=resolve_hook(spec.postprocess, config.base_dir, f"{where}: postprocess")
+        if spec.postprocess
+        else None,
+    )
+    if raw_facing and pipeline.schema.columns and spec.preprocess is None:
+        pipeline.contract = read_contract(raw_facing[0], pipeline.schema)
+    _choose_engine(pipeline, load_samples(spec.samples, where), where)
+    log.info(
+        "pipeline %s loaded: %d column(s), model %s, engine %s",
+        spec.name,
+        len(pipeline.schema.columns),
+        spec.graph.describe() if spec.graph else spec.method,
+        pipeline.engine,
+    )
+    return pipeline
+
+
+def _choose_engine(pipeline: Pipeline, samples: list[dict[str, Any]], where: str) -> None:
+    """Compile and run the parity gate; fall back to scikit-learn with one log line saying why."""
+    spec = pipeline.spec
+    if spec.engine == SKLEARN:
+        pipeline.engine_reason = "engine: sklearn in the pipeline file"
+        return
+    try:
+        _compile(pipeline, samples)
+    except CompileError as error:
+        reason = str(error)
+        pipeline.compiled_features = pipeline.compiled_model = None
+        if spec.engine == ONNX:
+            raise ConfigError(
+                f"{where}: engine 'onnx' cannot serve: {reason}; fix the artifact or set "
+                "engine: auto (falls back to scikit-learn)"
+            ) from None
+        prefix = "" if pipeline.preprocess_hook is not None else "fallback: "
+        pipeline.engine, pipeline.engine_reason = SKLEARN, f"{prefix}{reason}"
+        # A hook is glue code by design, not a failure: say so at info level.
+        level = logging.INFO if pipeline.preprocess_hook is not None else logging.WARNING
+        log.log(level, "pipeline %s: serving through scikit-learn: %s", pipeline.name, reason)
+        return
+    pipeline.engine = ONNX
+    parity = pipeline.parity
+    assert parity is not None
+    pipeline.engine_reason = "compiled: parity passed"
+    log.info(
+        "pipeline %s: serving through onnxruntime (parity max |diff| %.3g on %d rows)",
+        pipeline.name,
+        parity.max_diff,
+        parity.rows,
+    )
+
+
+def _compile(pipeline: Pipeline, samples: list[dict[str, Any]]) -> None:
+    """Fill compiled_features/compiled_model and parity, or raise CompileError saying why."""
+    spec = pipeline.spec
+    if pipeline.preprocess_hook is not None:
+        raise CompileError("the preprocess hook is Python glue code and is not compiled")
+    if pipeline.contract is None:
+        raise CompileError(
+            "no column contract: the first step has no feature_names_in_ (fit it on a DataFrame)"
+        )
+    contract = pipeline.contract
+    if pipeline.transformers:
+        pipeline.compiled_features = compile_features(
+            [item.obj for item in pipeline.transformers], contract
+        )
+    elif contract.problem or any(c.onnx_type == STRING for c in contract.columns.values()):
+        raise CompileError("the model reads non-numeric columns directly")
+    rows = [*samples, *generated_rows(contract)]
+    schema = pipeline._schema_compiled = pipeline.compiled_schema()
+    width = None
+    if pipeline.model is not None:
+        reference = _sklearn_features(pipeline, rows[:1]) if rows else None
+        width = getattr(pipeline.model.obj, "n_features_in_", None)
+        if width is None and reference is not None:
+            width = np.asarray(reference).shape[1]
+        if width is None:
+            raise CompileError("the model does not say how many features it takes")
+        pipeline.compiled_model = compile_model(pipeline.model.obj, spec.method, int(width))
+
+    def sklearn_side(batch: list[dict[str, Any]]) -> Any:
+        features = _sklearn_features(pipeline, batch)
+        if pipeline.model is None:
+            return features
+        return getattr(pipeline.model.obj, spec.method)(features)
+
+    def compiled_side(batch: list[dict[str, Any]]) -> Any:
+        columns, _ = validate_columns(batch, schema, len(batch))
+        features = pipeline._compiled_run(columns)
+        if pipeline.compiled_model is None:
+            return features
+        return pipeline.compiled_model.run(features)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn warns on the unknown categories we send
+        result = compare(sklearn_side, compiled_side, rows, spec.parity_atol)
+    for program in (pipeline.compiled_features, pipeline.compiled_model):
+        if program is not None:
+            program.program.forget()  # the master must not fork with a live session
+    pipeline.parity = result
+    if not result.passed:
+        raise CompileError(
+            f"parity failed (atol {spec.parity_atol:g}): {result.detail}"[:400].replace("\n", " ")
+        )
+
+
+def _sklearn_features(pipeline: Pipeline, rows: list[dict[str, Any]]) -> Any:
+    frame = to_frame(rows, pipeline.schema, max(len(rows), 1))
+    features = pipeline.features(frame)
+    if isinstance(features, pd.DataFrame):
+        return features.to_numpy(dtype=np.float64)
+    return features

@@ -1,0 +1,98 @@
+"""Artifact loading: strict and loud, because pickles are where deployments break."""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+
+from devtools.sklearn_artifacts import OLD_SKLEARN, credit_records
+from logic_service.config import ArtifactRef
+from logic_service.errors import ConfigError
+from logic_service.pipeline.artifacts import file_sha256, import_modules, load_artifact
+
+
+def test_sha256_pin_matches_and_mismatch_refuses(sklearn_artifacts, tmp_path) -> None:
+    path = sklearn_artifacts.root / "credit" / "transformer.pkl"
+    digest = file_sha256(path)
+    assert load_artifact(ArtifactRef(path, digest)).sha256 == digest
+    changed = tmp_path / "transformer.pkl"
+    shutil.copy(path, changed)
+    with changed.open("ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(ConfigError) as error:
+        load_artifact(ArtifactRef(changed, digest))
+    assert f"the config pins {digest}" in str(error.value)
+    assert str(changed) in str(error.value)
+
+
+def test_class_pickled_in_main_names_the_class_and_the_imports_key(sklearn_artifacts) -> None:
+    path = sklearn_artifacts.root / "notebook" / "clipper.pkl"
+    with pytest.raises(ConfigError) as error:
+        load_artifact(ArtifactRef(path))
+    message = str(error.value)
+    assert "'Clipper'" in message
+    assert "__main__" in message
+    assert "imports:" in message
+
+
+def test_declared_imports_module_resolves_the_main_class(sklearn_artifacts) -> None:
+    glue = import_modules(["notebook_classes"], sklearn_artifacts.root)
+    loaded = load_artifact(ArtifactRef(sklearn_artifacts.root / "notebook" / "clipper.pkl"), glue)
+    assert type(loaded.obj).__name__ == "Clipper"
+    frame = sklearn_artifacts.credit_frame.dropna()[["age", "income"]]
+    clipped = loaded.obj.transform(frame)
+    assert clipped.shape == frame.shape
+    assert (clipped[:, 0] >= loaded.obj.lo_[0]).all()
+    # The shim is removed again: __main__ is left as it was.
+    assert not hasattr(importlib.import_module("__main__"), "Clipper")
+
+
+def test_unknown_module_in_imports(sklearn_artifacts) -> None:
+    with pytest.raises(ConfigError, match="cannot import 'no_such_glue'"):
+        import_modules(["no_such_glue"], sklearn_artifacts.root)
+
+
+def test_sklearn_version_mismatch_is_recorded(sklearn_artifacts) -> None:
+    loaded = load_artifact(ArtifactRef(sklearn_artifacts.root / "credit" / "old_scaler.pkl"))
+    assert loaded.sklearn_version == OLD_SKLEARN
+    assert len(loaded.warnings) == 1
+    assert f"pickled with scikit-learn {OLD_SKLEARN}" in loaded.warnings[0]
+    assert loaded.describe()["warnings"] == loaded.warnings
+
+
+def test_skops_loads_the_same_transformer(sklearn_artifacts) -> None:
+    loaded = load_artifact(ArtifactRef(sklearn_artifacts.root / "credit" / "transformer.skops"))
+    frame = pd.DataFrame(credit_records(5))
+    expected = sklearn_artifacts.transformer.transform(frame).toarray()
+    np.testing.assert_allclose(loaded.obj.transform(frame).toarray(), expected)
+
+
+def test_skops_untrusted_type_is_refused_then_trusted(sklearn_artifacts, tmp_path) -> None:
+    from skops import io as sio
+
+    glue = import_modules(["notebook_classes"], sklearn_artifacts.root)
+    clipper = glue[0].Clipper().fit(np.array([[1.0], [2.0], [3.0]]))
+    path = tmp_path / "clipper.skops"
+    sio.dump(clipper, path)
+    with pytest.raises(ConfigError, match=r"notebook_classes\.Clipper.*skops_trusted"):
+        load_artifact(ArtifactRef(path))
+    loaded = load_artifact(ArtifactRef(path), skops_trusted=["notebook_classes.Clipper"])
+    assert loaded.obj.hi_ == pytest.approx(clipper.hi_)
+
+
+def test_missing_damaged_and_unknown_files(sklearn_artifacts, tmp_path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_artifact(ArtifactRef(tmp_path / "absent.pkl"))
+    damaged = tmp_path / "damaged.pkl"
+    damaged.write_bytes(b"not a pickle")
+    with pytest.raises(ConfigError, match=r"damaged\.pkl: cannot"):
+        load_artifact(ArtifactRef(damaged))
+    other = tmp_path / "model.onnx"
+    joblib.dump({"a": 1}, other)
+    with pytest.raises(ConfigError, match=r"unknown file type '\.onnx'"):
+        load_artifact(ArtifactRef(other))

@@ -1,0 +1,152 @@
+"""Request validation against the contract read from the fitted transformer itself."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from devtools.sklearn_artifacts import CREDIT_COLUMNS, credit_records
+from logic_service.errors import BadRequestError
+from logic_service.pipeline.validation import (
+    CATEGORY,
+    NUMBER,
+    frame_from_columns,
+    infer_schema,
+    to_frame,
+    validate_columns,
+)
+
+
+@pytest.fixture(scope="module")
+def schema(sklearn_artifacts):
+    return infer_schema([sklearn_artifacts.transformer], {})
+
+
+def test_contract_comes_from_the_column_transformer(schema) -> None:
+    assert list(schema.columns) == CREDIT_COLUMNS
+    assert schema.kinds == {
+        "age": NUMBER,
+        "income": NUMBER,
+        "region": CATEGORY,
+        "channel": CATEGORY,
+    }
+
+
+def test_records_columns_and_single_record_give_the_same_frame(schema) -> None:
+    records = credit_records(3)
+    columns = {name: [r[name] for r in records] for name in CREDIT_COLUMNS}
+    by_records = to_frame(records, schema, 10)
+    by_columns = to_frame(columns, schema, 10)
+    assert by_records.equals(by_columns)
+    single = to_frame(records[0], schema, 10)
+    assert single.shape == (1, 4)
+    assert single.iloc[0].equals(by_records.iloc[0])
+
+
+def test_extra_columns_are_dropped_and_order_follows_training(schema) -> None:
+    record = {"channel": "app", "noise": 1, "income": 10.0, "region": "north", "age": 3}
+    frame = to_frame([record], schema, 10)
+    assert list(frame.columns) == CREDIT_COLUMNS
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ([], '"data" is empty'),
+        ({}, '"data" is empty'),
+        ([{"age": 1, "income": 2, "region": "n"}], "missing column(s) 'channel'"),
+        (
+            [
+                {"age": 1, "income": 2, "region": "n", "channel": "a"},
+                {"age": "old", "income": 2, "region": "n", "channel": "a"},
+            ],
+            "column 'age', row 1: 'old' is not a number",
+        ),
+        (
+            [{"age": 1, "income": [2, 3], "region": "n", "channel": "a"}],
+            "column 'income', row 0: [2, 3] is not a number",
+        ),
+        (
+            [
+                {"age": 1, "income": 2, "region": "n", "channel": "a"},
+                {"age": 1, "income": 2, "region": {"name": "n"}, "channel": "a"},
+            ],
+            "column 'region', row 1: {'name': 'n'} is not a single value",
+        ),
+        ({"age": [1], "income": [2], "region": ["n"]}, "missing column(s) 'channel'"),
+        (
+            [{"age": True, "income": 2, "region": "n", "channel": "a"}],
+            "column 'age', row 0: true is a boolean, not a number",
+        ),
+        (
+            {"age": [1, 2], "income": [3, False], "region": ["n", "s"], "channel": ["a", "b"]},
+            "column 'income', row 1: false is a boolean, not a number",
+        ),
+        ("text", "must be a list of records"),
+        ([1, 2], "must hold records"),
+        ({"age": [1, 2], "income": [1]}, "different lengths"),
+    ],
+)
+def test_bad_data_names_the_column_or_row(schema, data, message: str) -> None:
+    with pytest.raises(BadRequestError) as error:
+        to_frame(data, schema, 10)
+    assert message in str(error.value)
+
+
+def test_max_rows(schema) -> None:
+    with pytest.raises(BadRequestError, match="11 rows, more than this pipeline's max_rows=10"):
+        to_frame(credit_records(11), schema, 10)
+
+
+def test_a_key_missing_from_one_record_names_the_record(schema) -> None:
+    """A typo in one record of a batch must not be scored as a missing value."""
+    records = [
+        {"age": 30, "income": 1.5, "region": "n", "channel": "a"},
+        {"income": 2.5, "region": "s", "chanel": "b"},
+    ]
+    with pytest.raises(BadRequestError, match="record 1 has no 'age', 'channel'"):
+        to_frame(records, schema, 10)
+
+
+def test_a_record_with_a_list_field_is_one_record_not_columns(schema) -> None:
+    record = {"age": 30, "income": 1.5, "region": "n", "channel": "a", "tags": ["a", "b", "c"]}
+    frame = to_frame(record, schema, 10)
+    assert len(frame) == 1
+    assert list(frame.columns) == CREDIT_COLUMNS
+
+
+def test_numeric_strings_and_nulls_are_accepted(schema) -> None:
+    frame = to_frame([{"age": "42", "income": None, "region": "n", "channel": "a"}], schema, 10)
+    assert frame["age"].iloc[0] == 42.0
+    assert frame["income"].isna().iloc[0]
+
+
+def test_declared_columns_only_keep_the_rest_for_the_hook() -> None:
+    """A preprocess pipeline declares some columns; the hook still sees every column sent."""
+    schema = infer_schema([], {"balance": "number"})
+    assert not schema.closed
+    frame = to_frame([{"balance": "12.5", "geography": "Spain"}], schema, 10)
+    assert list(frame.columns) == ["balance", "geography"]
+    assert frame["balance"].iloc[0] == 12.5
+    with pytest.raises(BadRequestError, match="missing column"):
+        to_frame([{"geography": "Spain"}], schema, 10)
+
+
+def test_booleans_are_refused_in_declared_numeric_columns_too() -> None:
+    """`true` used to be scored as 1: a caller's type confusion must be a 400 instead."""
+    schema = infer_schema([], {"balance": "number"})
+    with pytest.raises(BadRequestError, match="column 'balance', row 0: true is a boolean"):
+        to_frame([{"balance": True, "geography": "Spain"}], schema, 10)
+
+
+def test_validate_columns_builds_no_frame_and_keeps_the_messages(schema) -> None:
+    records = credit_records(3)
+    columns, rows = validate_columns(records, schema, 10)
+    assert rows == 3 and list(columns) == CREDIT_COLUMNS
+    assert columns["age"].dtype == np.float64 and columns["region"] == [
+        r["region"] for r in records
+    ]
+    frame = frame_from_columns(columns, schema)
+    assert frame.equals(to_frame(records, schema, 10))
+    with pytest.raises(BadRequestError, match="record 1 has no 'age'"):
+        validate_columns([records[0], {"income": 1, "region": "n", "channel": "a"}], schema, 10)
