@@ -1,6 +1,8 @@
 """What a pipeline's fitted transformers accept, read from their fitted state.
 
-Per raw column: the known categories (and what the encoder does with anything else), whether
+The columns and their kinds come from the artifacts themselves (`feature_names_in_`, and for a
+ColumnTransformer which columns feed encoders vs. numeric steps), so they cannot drift from
+what the model was trained on; `columns:` in the pipeline file overrides them. Per raw column: the known categories (and what the encoder does with anything else), whether
 an imputer fills nulls, the ONNX input type the column compiles to, and values worth probing
 (means, scales, min/max, bin edges). Validation, the compiled engine, the parity gate and
 /openapi.json all read this one object, so they cannot disagree about the contract.
@@ -9,15 +11,68 @@ an imputer fills nulls, the ONNX input type the column compiles to, and values w
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from logic_service.pipeline.validation import CATEGORY, NUMBER, InputSchema, selected_names
-
 FLOAT, INT64, STRING = "float", "int64", "string"
-_ENCODERS = {"OneHotEncoder", "OrdinalEncoder"}
+_CONTRACT_ENCODERS = {"OneHotEncoder", "OrdinalEncoder"}
+NUMBER, CATEGORY, ANY = "number", "category", "any"
+_KIND_ENCODERS = {
+    "OneHotEncoder",
+    "OrdinalEncoder",
+    "TargetEncoder",
+    "LabelEncoder",
+    "LabelBinarizer",
+}
+_NUMERIC = {
+    "StandardScaler",
+    "MinMaxScaler",
+    "MaxAbsScaler",
+    "RobustScaler",
+    "Normalizer",
+    "QuantileTransformer",
+    "PowerTransformer",
+    "KBinsDiscretizer",
+    "PolynomialFeatures",
+    "SplineTransformer",
+    "KNNImputer",
+}
+
+
+@dataclass(frozen=True)
+class InputSchema:
+    """Expected columns, in training order, with a kind each (number / category / any)."""
+
+    columns: tuple[str, ...]
+    kinds: dict[str, str]
+    # Closed: the columns came from fitted artifacts, so the frame is cut to them in training
+    # order. Open (only `columns:` for a preprocess hook): other request columns are kept.
+    closed: bool = True
+
+    def describe(self) -> list[dict[str, str]]:
+        return [{"name": name, "kind": self.kinds.get(name, ANY)} for name in self.columns]
+
+
+def infer_schema(artifacts: Iterable[Any], declared: dict[str, str]) -> InputSchema:
+    """Merge the contracts of the artifacts that see the raw request, then apply `columns:`."""
+    columns: list[str] = []
+    kinds: dict[str, str] = {}
+    artifacts = list(artifacts)
+    for obj in artifacts:
+        for name, kind in _artifact_columns(obj):
+            if name not in kinds:
+                columns.append(name)
+                kinds[name] = kind
+            elif kinds[name] != kind:
+                kinds[name] = NUMBER if NUMBER in (kinds[name], kind) else ANY
+    for name, kind in declared.items():
+        if name not in kinds:
+            columns.append(name)
+        kinds[name] = NUMBER if kind == "number" else CATEGORY
+    return InputSchema(tuple(columns), kinds, closed=bool(artifacts))
 
 
 @dataclass
@@ -87,7 +142,7 @@ def read_contract(obj: Any, schema: InputSchema) -> Contract:
             for name in selected:
                 columns[name].numeric_use = True
             continue
-        if type(steps[0]).__name__ not in _ENCODERS | {"SimpleImputer"}:
+        if type(steps[0]).__name__ not in _CONTRACT_ENCODERS | {"SimpleImputer"}:
             for name in selected:
                 columns[name].numeric_use = True
         _walk(steps, [columns[name] for name in selected if name in columns])
@@ -160,7 +215,7 @@ def _walk(steps: list[Any], columns: list[ColumnContract]) -> None:
                 column.nullable = True
             _probe(columns, getattr(step, "statistics_", None))
             continue
-        if kind in _ENCODERS:
+        if kind in _CONTRACT_ENCODERS:
             categories = getattr(step, "categories_", [])
             for column, known in zip(columns, categories, strict=False):
                 if column.categories is None:
@@ -222,3 +277,58 @@ def _probe(columns: list[ColumnContract], values: Any) -> None:
 
 def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _artifact_columns(obj: Any) -> list[tuple[str, str]]:
+    names = getattr(obj, "feature_names_in_", None)
+    if names is None:
+        return []
+    names = [str(name) for name in names]
+    if type(obj).__name__ == "ColumnTransformer" and hasattr(obj, "transformers_"):
+        kinds = {name: ANY for name in names}
+        for _, transformer, selected in obj.transformers_:
+            if isinstance(transformer, str):  # "drop" / "passthrough"
+                continue
+            kind = _estimator_kind(transformer)
+            for column in selected_names(selected, names):
+                kinds[column] = kind
+        return [(name, kinds[name]) for name in names]
+    kind = _estimator_kind(obj)
+    return [(name, kind) for name in names]
+
+
+def selected_names(selected: Any, names: list[str]) -> list[str]:
+    if isinstance(selected, str | int):
+        selected = [selected]
+    if isinstance(selected, slice):
+        return names[selected]
+    result = []
+    for item in np.asarray(selected).tolist():
+        if isinstance(item, bool):
+            continue
+        result.append(names[item] if isinstance(item, int) else str(item))
+    if np.asarray(selected).dtype == bool:
+        result = [name for name, keep in zip(names, selected, strict=False) if keep]
+    return result
+
+
+def _estimator_kind(obj: Any) -> str:
+    """number for numeric steps, category for encoders with non-numeric categories."""
+    steps = [step for _, step in getattr(obj, "steps", [])] or [obj]
+    for step in steps:
+        name = type(step).__name__
+        if name in _KIND_ENCODERS:
+            categories = getattr(step, "categories_", None)
+            if categories is not None and all(
+                np.asarray(cats).dtype.kind in "iuf" for cats in categories
+            ):
+                return NUMBER
+            return CATEGORY
+        if name in _NUMERIC:
+            return NUMBER
+        if name == "SimpleImputer":
+            stats = getattr(step, "statistics_", None)
+            if stats is not None and np.asarray(stats).dtype.kind in "iuf":
+                return NUMBER
+            continue
+    return ANY

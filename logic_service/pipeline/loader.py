@@ -24,10 +24,10 @@ from logic_service.pipeline.artifacts import (
     resolve_hook,
 )
 from logic_service.pipeline.compiled import CompileError, compile_features, compile_model
-from logic_service.pipeline.contract import STRING, read_contract
+from logic_service.pipeline.contract import STRING, infer_schema, read_contract
 from logic_service.pipeline.parity import compare, generated_rows, load_samples
 from logic_service.pipeline.runtime import ONNX, SKLEARN, Pipeline
-from logic_service.pipeline.validation import infer_schema, to_frame, validate_columns
+from logic_service.pipeline.validation import Validator, compiled_schema
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,7 @@ def _load_one(spec: PipelineSpec, config: ServiceConfig, glue: list[ModuleType])
     if raw_facing and pipeline.schema.columns and spec.preprocess is None:
         pipeline.contract = read_contract(raw_facing[0], pipeline.schema)
     _choose_engine(pipeline, load_samples(spec.samples, where), where)
+    pipeline.validator = request_validator(pipeline)
     log.info(
         "pipeline %s loaded: %d column(s), model %s, engine %s",
         spec.name,
@@ -88,6 +89,21 @@ def _load_one(spec: PipelineSpec, config: ServiceConfig, glue: list[ModuleType])
         pipeline.engine,
     )
     return pipeline
+
+
+def request_validator(pipeline: Pipeline) -> Validator:
+    """The checks requests pass on the engine that serves: the compiled one validates columns
+    of unknown kind as numbers and builds a frame only for a postprocess hook."""
+    spec, contract = pipeline.spec, pipeline.contract
+    compiled = pipeline.compiled and contract is not None
+    return Validator(
+        spec.name,
+        compiled_schema(pipeline.schema, contract) if compiled else pipeline.schema,
+        contract,
+        max_rows=spec.max_rows,
+        unknown_categories=spec.unknown_categories,
+        build_frame=not compiled or pipeline.postprocess_hook is not None,
+    )
 
 
 def _choose_engine(pipeline: Pipeline, samples: list[dict[str, Any]], where: str) -> None:
@@ -141,26 +157,35 @@ def _compile(pipeline: Pipeline, samples: list[dict[str, Any]]) -> None:
     elif contract.problem or any(c.onnx_type == STRING for c in contract.columns.values()):
         raise CompileError("the model reads non-numeric columns directly")
     rows = [*samples, *generated_rows(contract)]
-    schema = pipeline._schema_compiled = pipeline.compiled_schema()
-    width = None
+    # Both sides see every row: unknown categories go to the engines, which must agree on them.
+    reference = Validator(
+        spec.name, pipeline.schema, max_rows=len(rows) or 1, unknown_categories="allow"
+    )
+    compiled = Validator(
+        spec.name,
+        compiled_schema(pipeline.schema, contract),
+        max_rows=len(rows) or 1,
+        unknown_categories="allow",
+        build_frame=False,
+    )
     if pipeline.model is not None:
-        reference = _sklearn_features(pipeline, rows[:1]) if rows else None
         width = getattr(pipeline.model.obj, "n_features_in_", None)
-        if width is None and reference is not None:
-            width = np.asarray(reference).shape[1]
+        if width is None and rows:
+            width = np.asarray(_sklearn_features(pipeline, reference, rows[:1])).shape[1]
         if width is None:
             raise CompileError("the model does not say how many features it takes")
         pipeline.compiled_model = compile_model(pipeline.model.obj, spec.method, int(width))
 
     def sklearn_side(batch: list[dict[str, Any]]) -> Any:
-        features = _sklearn_features(pipeline, batch)
+        features = _sklearn_features(pipeline, reference, batch)
         if pipeline.model is None:
             return features
         return getattr(pipeline.model.obj, spec.method)(features)
 
     def compiled_side(batch: list[dict[str, Any]]) -> Any:
-        columns, _ = validate_columns(batch, schema, len(batch))
-        features = pipeline._compiled_run(columns)
+        request = compiled.validate(batch)
+        assert request.columns is not None
+        features = pipeline._compiled_features(request.columns)
         if pipeline.compiled_model is None:
             return features
         return pipeline.compiled_model.run(features)
@@ -178,9 +203,9 @@ def _compile(pipeline: Pipeline, samples: list[dict[str, Any]]) -> None:
         )
 
 
-def _sklearn_features(pipeline: Pipeline, rows: list[dict[str, Any]]) -> Any:
-    frame = to_frame(rows, pipeline.schema, max(len(rows), 1))
-    features = pipeline.features(frame)
+def _sklearn_features(pipeline: Pipeline, validator: Validator, rows: list[dict[str, Any]]) -> Any:
+    """What the scikit-learn path computes for `rows` (the parity gate's reference)."""
+    features = pipeline._transform(validator.validate(rows).frame)
     if isinstance(features, pd.DataFrame):
         return features.to_numpy(dtype=np.float64)
     return features

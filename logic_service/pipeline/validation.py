@@ -1,152 +1,151 @@
-"""A pipeline's input contract and the checks a request passes before any transformer runs.
+"""Everything a request must satisfy before any transformer runs, checked in one pass.
 
-The contract comes from the fitted artifacts themselves (`feature_names_in_`, and for a
-ColumnTransformer which columns feed encoders vs. numeric steps), so it cannot drift from
-what the model was trained on; `columns:` in the pipeline file overrides it.
+`Validator.validate` turns the decoded `data` (records, an object of columns, or one record)
+into a `ValidRequest`: the contract's columns, each converted once (numbers as float64 with
+NaN for null, the rest as lists of scalars), the first null of every column, and the frame
+the scikit-learn path or a hook needs. On the way it refuses, with a 400 naming the column and
+row: an empty or oversized batch, a missing column or a record without one, a list or object
+where one value belongs, a non-number (or a JSON boolean) in a numeric column, and an unknown
+category where the pipeline or the encoder says unknowns are errors. Unknowns that are scored
+are counted (and logged once per column under `warn`).
+
+Nothing after this module looks at the raw `data` again: features, model and rules read the
+`ValidRequest`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from logic_service.errors import BadRequestError
+from logic_service.pipeline.contract import (
+    ANY,
+    CATEGORY,
+    NUMBER,
+    ColumnContract,
+    Contract,
+    InputSchema,
+)
 
-NUMBER, CATEGORY, ANY = "number", "category", "any"
-_ENCODERS = {"OneHotEncoder", "OrdinalEncoder", "TargetEncoder", "LabelEncoder", "LabelBinarizer"}
-_NUMERIC = {
-    "StandardScaler",
-    "MinMaxScaler",
-    "MaxAbsScaler",
-    "RobustScaler",
-    "Normalizer",
-    "QuantileTransformer",
-    "PowerTransformer",
-    "KBinsDiscretizer",
-    "PolynomialFeatures",
-    "SplineTransformer",
-    "KNNImputer",
-}
+log = logging.getLogger(__name__)
+
+_PLAIN_NUMBERS = (int, float, type(None))  # exact types: bool is not a number here
+_MAX_KNOWN_SHOWN = 10
 
 
-@dataclass(frozen=True)
-class InputSchema:
-    """Expected columns, in training order, with a kind each (number / category / any)."""
+@dataclass
+class ValidRequest:
+    """A request that passed every check: what features, model and rules read."""
 
-    columns: tuple[str, ...]
-    kinds: dict[str, str]
-    # Closed: the columns came from fitted artifacts, so the frame is cut to them in training
-    # order. Open (only `columns:` for a preprocess hook): other request columns are kept.
-    closed: bool = True
+    rows: int
+    # The contract's columns in training order (None for an open contract: a hook's frame).
+    columns: dict[str, Any] | None
+    # Built when the scikit-learn path or a hook needs one.
+    frame: pd.DataFrame | None
+    # Column -> first row holding a null, for every column that has one, in column order.
+    nulls: dict[str, int] = field(default_factory=dict)
 
-    def describe(self) -> list[dict[str, str]]:
-        return [{"name": name, "kind": self.kinds.get(name, ANY)} for name in self.columns]
-
-
-def infer_schema(artifacts: Iterable[Any], declared: dict[str, str]) -> InputSchema:
-    """Merge the contracts of the artifacts that see the raw request, then apply `columns:`."""
-    columns: list[str] = []
-    kinds: dict[str, str] = {}
-    artifacts = list(artifacts)
-    for obj in artifacts:
-        for name, kind in _artifact_columns(obj):
-            if name not in kinds:
-                columns.append(name)
-                kinds[name] = kind
-            elif kinds[name] != kind:
-                kinds[name] = NUMBER if NUMBER in (kinds[name], kind) else ANY
-    for name, kind in declared.items():
-        if name not in kinds:
-            columns.append(name)
-        kinds[name] = NUMBER if kind == "number" else CATEGORY
-    return InputSchema(tuple(columns), kinds, closed=bool(artifacts))
+    def first_null(self, among: Callable[[str], bool] = lambda name: True) -> str | None:
+        """'column NAME, row N' of the earliest null (by row, then column) in `among`."""
+        order = {name: position for position, name in enumerate(self.nulls)}
+        found = [(row, order[name], name) for name, row in self.nulls.items() if among(name)]
+        if not found:
+            return None
+        row, _, name = min(found)
+        return f"column {name!r}, row {row}"
 
 
-def to_frame(data: Any, schema: InputSchema, max_rows: int) -> pd.DataFrame:
-    """`data` (records, columns, or one record) -> a checked DataFrame in training order."""
-    data, _ = _table(data, max_rows)
-    if schema.columns and schema.closed:
-        return _closed_frame(data, schema)
-    try:
-        frame = pd.DataFrame(data)
-    except (ValueError, TypeError) as error:
-        raise BadRequestError(f'"data" is not a table: {error}') from None
-    if not schema.columns:
-        return frame
-    missing = [name for name in schema.columns if name not in frame.columns]
-    if missing:
-        raise BadRequestError(
-            f"missing column(s) {', '.join(map(repr, missing))}; "
-            f"this pipeline expects: {', '.join(schema.columns)}"
+class Validator:
+    """One pipeline's request checks: its schema, its contract and its unknown-category mode."""
+
+    def __init__(
+        self,
+        pipeline: str,
+        schema: InputSchema,
+        contract: Contract | None = None,
+        *,
+        max_rows: int,
+        unknown_categories: str = "warn",
+        build_frame: bool = True,
+        on_unknown: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.schema = schema
+        self.contract = contract
+        self.max_rows = max_rows
+        self.unknown_categories = unknown_categories
+        self.build_frame = build_frame
+        self.on_unknown = on_unknown
+        self._warned: set[str] = set()
+        categorical = contract.categorical if contract is not None else []
+        self._categorical = {column.name: column for column in categorical}
+
+    def validate(self, data: Any) -> ValidRequest:
+        """`data` -> a ValidRequest, or a 400 naming the first thing that is wrong."""
+        table, rows = _table(data, self.max_rows)
+        if not (self.schema.columns and self.schema.closed):
+            frame, nulls = _open_frame(table, self.schema)
+            return ValidRequest(rows, None, frame, nulls)
+        values = _contract_values(table, self.schema.columns)
+        columns: dict[str, Any] = {}
+        nulls: dict[str, int] = {}
+        for name in self.schema.columns:
+            if self.schema.kinds.get(name) == NUMBER:
+                columns[name], null = _numbers(values[name], name)
+            else:
+                null = _scalars(values[name], name)
+                columns[name] = values[name]
+            contract = self._categorical.get(name)
+            if contract is not None:
+                self._check_unknown(contract, columns[name])
+            if null is not None:
+                nulls[name] = null
+        frame = frame_from_columns(columns, self.schema) if self.build_frame else None
+        return ValidRequest(rows, columns, frame, nulls)
+
+    def _check_unknown(self, column: ColumnContract, values: Any) -> None:
+        """400 under `reject` or for an encoder fitted with handle_unknown='error'; otherwise
+        scored as the encoder scores unknowns, counted, and logged once under `warn`."""
+        is_known = column.is_known
+        unknown = [row for row, value in enumerate(values) if not is_known(value)]
+        if not unknown:
+            return
+        mode = self.unknown_categories
+        if mode == "reject" or column.unknown_is_error:
+            raise BadRequestError(self._unknown_message(column, unknown[0], values))
+        if self.on_unknown is not None:
+            self.on_unknown(column.name, len(unknown))
+        if mode == "warn" and column.name not in self._warned:
+            self._warned.add(column.name)
+            log.warning(
+                "pipeline %s: column %r received unknown value %s (scored as the encoder "
+                "scores unknowns; counted in logic_unknown_values_total; logged once per worker)",
+                self.pipeline,
+                column.name,
+                show(values[unknown[0]]),
+            )
+
+    def _unknown_message(self, column: ColumnContract, row: int, values: Any) -> str:
+        known = column.known_values
+        shown = ", ".join(show(v) for v in known[:_MAX_KNOWN_SHOWN])
+        more = f" (and {len(known) - _MAX_KNOWN_SHOWN} more)" if len(known) > 10 else ""
+        why = (
+            "its encoder was fitted with handle_unknown='error'"
+            if column.unknown_is_error
+            else "this pipeline sets unknown_categories: reject"
         )
-    for name in schema.columns:
-        if schema.kinds.get(name) == NUMBER:
-            frame[name] = _numeric(frame[name], name)
-    return frame
-
-
-def _closed_frame(data: list | dict, schema: InputSchema) -> pd.DataFrame:
-    """Build only the contract's columns, each converted once: no per-column frame edits."""
-    return frame_from_columns(closed_columns(data, schema), schema)
-
-
-def validate_columns(data: Any, schema: InputSchema, max_rows: int) -> tuple[dict[str, Any], int]:
-    """`data` -> ({column: values}, rows) for a closed contract, without building a DataFrame.
-
-    Numeric columns come back as float64 arrays (null -> NaN), the others as lists of
-    scalars; every check (and every 400 message) is the one `to_frame` applies.
-    """
-    data, rows = _table(data, max_rows)
-    return closed_columns(data, schema), rows
-
-
-def _table(data: Any, max_rows: int) -> tuple[list | dict, int]:
-    """Records or columns with their row count; one record becomes a list of one."""
-    rows = _count_rows(data)
-    if rows == 0:
-        raise BadRequestError('"data" is empty: send at least one record')
-    if rows > max_rows:
-        raise BadRequestError(
-            f'"data" has {rows} rows, more than this pipeline\'s max_rows={max_rows}'
+        return (
+            f"column {column.name!r}, row {row}: {show(values[row])} is not a known category "
+            f"({why}); send one of: {shown}{more}"
         )
-    if isinstance(data, dict) and not _is_columns(data):
-        data = [data]
-    return data, rows
-
-
-def closed_columns(data: list | dict, schema: InputSchema) -> dict[str, Any]:
-    """The contract's columns from records or an object of columns, each checked once."""
-    present = set().union(*data) if isinstance(data, list) else set(data)
-    missing = [name for name in schema.columns if name not in present]
-    if missing:
-        raise BadRequestError(
-            f"missing column(s) {', '.join(map(repr, missing))}; "
-            f"this pipeline expects: {', '.join(schema.columns)}"
-        )
-    if isinstance(data, list):
-        for row, record in enumerate(data):
-            if len(record) < len(schema.columns) or not all(n in record for n in schema.columns):
-                absent = [name for name in schema.columns if name not in record]
-                raise BadRequestError(
-                    f"record {row} has no {', '.join(map(repr, absent))}; every record "
-                    "needs every column (send null for a missing value)"
-                )
-        values = {name: [record[name] for record in data] for name in schema.columns}
-    else:
-        values = {name: data[name] for name in schema.columns}
-    columns: dict[str, Any] = {}
-    for name in schema.columns:
-        column = values[name]
-        if schema.kinds.get(name) == NUMBER:
-            columns[name] = _numeric_values(column, name)
-        else:
-            _require_scalars(column, name)
-            columns[name] = column
-    return columns
 
 
 def frame_from_columns(columns: dict[str, Any], schema: InputSchema) -> pd.DataFrame:
@@ -163,71 +162,30 @@ def frame_from_columns(columns: dict[str, Any], schema: InputSchema) -> pd.DataF
     return pd.DataFrame(frame)
 
 
-_PLAIN_NUMBERS = (int, float, type(None))  # exact types: bool is not a number here
+def show(value: Any) -> str:
+    """A value as the caller wrote it in JSON (99.0 from an integer column shows as 99)."""
+    if isinstance(value, float | np.floating) and float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    if isinstance(value, np.generic):
+        value = value.item()
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
 
 
-def _require_scalars(values: list, name: str) -> None:
-    for row, value in enumerate(values):
-        if isinstance(value, list | dict):
-            raise BadRequestError(
-                f"column {name!r}, row {row}: {value!r} is not a single value "
-                "(send a string, a number or null)"
-            )
-
-
-def _numeric_values(values: list, name: str) -> np.ndarray:
-    if all(type(value) in _PLAIN_NUMBERS for value in values):
-        return np.array(values, dtype=np.float64)  # None -> NaN
-    return _numeric(pd.Series(values, dtype=object), name).to_numpy()
-
-
-def _numeric(column: pd.Series, name: str) -> pd.Series:
-    kind = column.dtype.kind
-    booleans = (
-        column.map(lambda value: isinstance(value, bool | np.bool_)).to_numpy(dtype=bool)
-        if kind in "bO"
-        else np.zeros(0, dtype=bool)
-    )
-    if booleans.any():
-        row = int(np.flatnonzero(booleans)[0])
+def _table(data: Any, max_rows: int) -> tuple[list | dict, int]:
+    """Records or columns with their row count; one record becomes a list of one."""
+    rows = _count_rows(data)
+    if rows == 0:
+        raise BadRequestError('"data" is empty: send at least one record')
+    if rows > max_rows:
         raise BadRequestError(
-            f"column {name!r}, row {row}: {str(column.iloc[row]).lower()} is a boolean, not a "
-            "number (send a number such as 0 or 1, or null for a missing value)"
+            f'"data" has {rows} rows, more than this pipeline\'s max_rows={max_rows}'
         )
-    if pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column.dtype):
-        return column.astype(np.float64, copy=False)
-    converted = pd.to_numeric(column, errors="coerce")
-    bad = converted.isna().to_numpy() & column.notna().to_numpy()
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise BadRequestError(
-            f"column {name!r}, row {row}: {column.iloc[row]!r} is not a number "
-            "(send a number, or null for a missing value)"
-        )
-    return converted.astype(np.float64)
-
-
-def first_null(frame: pd.DataFrame) -> str | None:
-    """'column NAME, row N' of the first missing value, to point a caller at it."""
-    nulls = frame.isna().to_numpy()
-    if not nulls.any():
-        return None
-    row, column = np.argwhere(nulls)[0]
-    return f"column {frame.columns[column]!r}, row {row}"
-
-
-def first_null_in(columns: dict[str, Any]) -> str | None:
-    """`first_null` for validated columns (float arrays hold NaN for null)."""
-    best: tuple[int, int, str] | None = None
-    for position, (name, values) in enumerate(columns.items()):
-        if isinstance(values, np.ndarray) and values.dtype.kind == "f":
-            nulls = np.flatnonzero(np.isnan(values))
-            row = int(nulls[0]) if len(nulls) else None
-        else:
-            row = next((i for i, value in enumerate(values) if value is None), None)
-        if row is not None and (best is None or (row, position) < best[:2]):
-            best = (row, position, name)
-    return None if best is None else f"column {best[2]!r}, row {best[0]}"
+    if isinstance(data, dict) and not _is_columns(data):
+        data = [data]
+    return data, rows
 
 
 def _count_rows(data: Any) -> int:
@@ -260,56 +218,105 @@ def _is_columns(data: dict) -> bool:
     return all(isinstance(value, list) for value in data.values())
 
 
-def _artifact_columns(obj: Any) -> list[tuple[str, str]]:
-    names = getattr(obj, "feature_names_in_", None)
-    if names is None:
-        return []
-    names = [str(name) for name in names]
-    if type(obj).__name__ == "ColumnTransformer" and hasattr(obj, "transformers_"):
-        kinds = {name: ANY for name in names}
-        for _, transformer, selected in obj.transformers_:
-            if isinstance(transformer, str):  # "drop" / "passthrough"
-                continue
-            kind = _estimator_kind(transformer)
-            for column in selected_names(selected, names):
-                kinds[column] = kind
-        return [(name, kinds[name]) for name in names]
-    kind = _estimator_kind(obj)
-    return [(name, kind) for name in names]
+def _missing(names: list[str], schema_columns: tuple[str, ...]) -> BadRequestError:
+    return BadRequestError(
+        f"missing column(s) {', '.join(map(repr, names))}; "
+        f"this pipeline expects: {', '.join(schema_columns)}"
+    )
 
 
-def selected_names(selected: Any, names: list[str]) -> list[str]:
-    if isinstance(selected, str | int):
-        selected = [selected]
-    if isinstance(selected, slice):
-        return names[selected]
-    result = []
-    for item in np.asarray(selected).tolist():
-        if isinstance(item, bool):
+def _contract_values(data: list | dict, expected: tuple[str, ...]) -> dict[str, list[Any]]:
+    """The expected columns' raw values, from records or an object of columns."""
+    present = set().union(*data) if isinstance(data, list) else set(data)
+    missing = [name for name in expected if name not in present]
+    if missing:
+        raise _missing(missing, expected)
+    if isinstance(data, dict):
+        return {name: data[name] for name in expected}
+    for row, record in enumerate(data):
+        if len(record) < len(expected) or not all(name in record for name in expected):
+            absent = [name for name in expected if name not in record]
+            raise BadRequestError(
+                f"record {row} has no {', '.join(map(repr, absent))}; every record "
+                "needs every column (send null for a missing value)"
+            )
+    return {name: [record[name] for record in data] for name in expected}
+
+
+def _numbers(values: list[Any], name: str) -> tuple[np.ndarray, int | None]:
+    """A numeric column as float64 (null -> NaN) and its first null row."""
+    null = None
+    for row, value in enumerate(values):
+        kind = type(value)
+        if kind is float or kind is int:
             continue
-        result.append(names[item] if isinstance(item, int) else str(item))
-    if np.asarray(selected).dtype == bool:
-        result = [name for name, keep in zip(names, selected, strict=False) if keep]
-    return result
-
-
-def _estimator_kind(obj: Any) -> str:
-    """number for numeric steps, category for encoders with non-numeric categories."""
-    steps = [step for _, step in getattr(obj, "steps", [])] or [obj]
-    for step in steps:
-        name = type(step).__name__
-        if name in _ENCODERS:
-            categories = getattr(step, "categories_", None)
-            if categories is not None and all(
-                np.asarray(cats).dtype.kind in "iuf" for cats in categories
-            ):
-                return NUMBER
-            return CATEGORY
-        if name in _NUMERIC:
-            return NUMBER
-        if name == "SimpleImputer":
-            stats = getattr(step, "statistics_", None)
-            if stats is not None and np.asarray(stats).dtype.kind in "iuf":
-                return NUMBER
+        if value is None:
+            null = row if null is None else null
             continue
-    return ANY
+        return _numbers_slowly(values, name)
+    return np.array(values, dtype=np.float64), null
+
+
+def _numbers_slowly(values: list[Any], name: str) -> tuple[np.ndarray, int | None]:
+    """Numeric strings and numpy scalars are accepted; booleans and the rest are a 400."""
+    column = pd.Series(values, dtype=object)
+    booleans = column.map(lambda value: isinstance(value, bool | np.bool_)).to_numpy(dtype=bool)
+    if booleans.any():
+        row = int(np.flatnonzero(booleans)[0])
+        raise BadRequestError(
+            f"column {name!r}, row {row}: {str(column.iloc[row]).lower()} is a boolean, not a "
+            "number (send a number such as 0 or 1, or null for a missing value)"
+        )
+    converted = pd.to_numeric(column, errors="coerce")
+    bad = converted.isna().to_numpy() & column.notna().to_numpy()
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise BadRequestError(
+            f"column {name!r}, row {row}: {column.iloc[row]!r} is not a number "
+            "(send a number, or null for a missing value)"
+        )
+    array = converted.to_numpy(dtype=np.float64)
+    nulls = np.flatnonzero(np.isnan(array))
+    return array, int(nulls[0]) if len(nulls) else None
+
+
+def _scalars(values: list[Any], name: str) -> int | None:
+    """Every value is a string, a number or null; the first null row."""
+    null = None
+    for row, value in enumerate(values):
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            null = row if null is None else null
+        elif isinstance(value, list | dict):
+            raise BadRequestError(
+                f"column {name!r}, row {row}: {value!r} is not a single value "
+                "(send a string, a number or null)"
+            )
+    return null
+
+
+def _open_frame(data: list | dict, schema: InputSchema) -> tuple[pd.DataFrame, dict[str, int]]:
+    """An open contract (a hook's `columns:`, or none): every column sent is kept for the hook;
+    the declared ones must be there and numeric ones must be numbers."""
+    try:
+        frame = pd.DataFrame(data)
+    except (ValueError, TypeError) as error:
+        raise BadRequestError(f'"data" is not a table: {error}') from None
+    missing = [name for name in schema.columns if name not in frame.columns]
+    if missing:
+        raise _missing(missing, schema.columns)
+    for name in schema.columns:
+        if schema.kinds.get(name) == NUMBER:
+            frame[name] = _numbers(frame[name].tolist(), name)[0]
+    isna = frame.isna().to_numpy()
+    nulls = {}
+    for position in np.flatnonzero(isna.any(axis=0)):
+        nulls[str(frame.columns[position])] = int(np.flatnonzero(isna[:, position])[0])
+    return frame, nulls
+
+
+def compiled_schema(schema: InputSchema, contract: Contract) -> InputSchema:
+    """The schema of the compiled path: columns of unknown kind feed float inputs, so they are
+    validated as numbers (a column only a "drop" branch reads stays as it is)."""
+    used = {name for name, column in contract.columns.items() if column.used}
+    kinds = {n: NUMBER if k == ANY and n in used else k for n, k in schema.kinds.items()}
+    return InputSchema(schema.columns, kinds, schema.closed)

@@ -7,14 +7,13 @@ import pytest
 
 from devtools.sklearn_artifacts import CREDIT_COLUMNS, credit_records
 from logic_service.errors import BadRequestError
-from logic_service.pipeline.validation import (
-    CATEGORY,
-    NUMBER,
-    frame_from_columns,
-    infer_schema,
-    to_frame,
-    validate_columns,
-)
+from logic_service.pipeline.contract import CATEGORY, NUMBER, infer_schema
+from logic_service.pipeline.validation import Validator, frame_from_columns
+
+
+def to_frame(data, schema, max_rows):
+    """The frame the scikit-learn path gets for `data`, after every check."""
+    return Validator("p", schema, max_rows=max_rows).validate(data).frame
 
 
 @pytest.fixture(scope="module")
@@ -139,9 +138,12 @@ def test_booleans_are_refused_in_declared_numeric_columns_too() -> None:
         to_frame([{"balance": True, "geography": "Spain"}], schema, 10)
 
 
-def test_validate_columns_builds_no_frame_and_keeps_the_messages(schema) -> None:
+def test_the_compiled_path_gets_columns_without_a_frame_and_the_same_messages(schema) -> None:
     records = credit_records(3)
-    columns, rows = validate_columns(records, schema, 10)
+    validator = Validator("p", schema, max_rows=10, build_frame=False)
+    request = validator.validate(records)
+    columns, rows = request.columns, request.rows
+    assert request.frame is None
     assert rows == 3 and list(columns) == CREDIT_COLUMNS
     assert columns["age"].dtype == np.float64 and columns["region"] == [
         r["region"] for r in records
@@ -149,4 +151,16 @@ def test_validate_columns_builds_no_frame_and_keeps_the_messages(schema) -> None
     frame = frame_from_columns(columns, schema)
     assert frame.equals(to_frame(records, schema, 10))
     with pytest.raises(BadRequestError, match="record 1 has no 'age'"):
-        validate_columns([records[0], {"income": 1, "region": "n", "channel": "a"}], schema, 10)
+        validator.validate([records[0], {"income": 1, "region": "n", "channel": "a"}])
+
+
+def test_nulls_are_found_in_the_same_pass(schema) -> None:
+    """The first null of each column, for the message when the features cannot be scored."""
+    records = credit_records(4)
+    records[2] = {**records[2], "age": None, "region": None}
+    records[3] = {**records[3], "age": None}
+    request = Validator("p", schema, max_rows=10).validate(records)
+    assert request.nulls == {"age": 2, "region": 2}
+    assert request.first_null() == "column 'age', row 2"
+    assert request.first_null(lambda name: name != "age") == "column 'region', row 2"
+    assert request.first_null(lambda name: name == "channel") is None
