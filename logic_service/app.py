@@ -6,6 +6,7 @@ master, before the workers fork), and kept on `app.extensions["logic_service"]`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -13,10 +14,11 @@ import orjson
 from flask import Blueprint, Flask, Response, current_app, g, request
 
 from logic_service.config import ServiceConfig, load_config
-from logic_service.errors import ConfigError, register_error_handlers
+from logic_service.errors import ConfigError
 from logic_service.graph.client import GraphClient, validate_url
 from logic_service.http.codecs import encode_body
 from logic_service.http.drain import refuse_if_draining
+from logic_service.http.error_handlers import register_error_handlers
 from logic_service.http.openapi import routes as openapi_routes
 from logic_service.http.request_log import (
     REQUEST_ID_HEADER,
@@ -51,6 +53,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings if settings is not None else Settings.from_env()
     configure_logging(settings.json_logs)
     config = load_config(settings.config_path)
+    if settings.compiled_dir is not None:
+        config = dataclasses.replace(config, compiled_dir=settings.compiled_dir)
     pipelines = load_pipelines(config)
     graph_url = settings.graph_service_url or config.graph_service_url
     graph_backed = [p.name for p in pipelines.values() if p.graph_backed]

@@ -75,7 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
                                every CPU the service may use)
 A bad value ends the start with one line and exit code 2.
 
+compile ahead of time (see `logic-service compile --help`):
+  logic-service compile --config FILE   convert each pipeline in the scikit-learn that pickled
+                                        it and write compiled/NAME/; the service then serves
+                                        those files without unpickling anything
+  LOGIC_COMPILED_DIR           where compiled builds are read (default: compiled_dir of the
+                               pipeline file, compiled/ next to it)
+
 example:
+  logic-service compile --config examples/credit/pipelines.yaml
   logic-service --config examples/credit/pipelines.yaml --bind 127.0.0.1:5000
   logic-service --config examples/credit/pipelines.yaml --check
 """,
@@ -105,6 +113,11 @@ example:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["compile"]:
+        from logic_service.compiler.command import main as compile_main
+
+        return compile_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     config = args.config or os.environ.get("LOGIC_CONFIG")
@@ -153,6 +166,14 @@ def _check(settings: Settings) -> int:
         target = info["model"].get("target") or f"sklearn {info['model']['method']}"
         print(f"{pipeline.name}: {len(info['columns'])} column(s) -> {target}")
         print(f"  engine: {engine_line(info['engine'])}")
+        if pipeline.build is not None:
+            built = pipeline.build.get("built_with", {})
+            print(
+                f"  build: {pipeline.engine_reason.split(' (')[0].removeprefix('compiled build ')} "
+                f"(scikit-learn {built.get('scikit-learn')}, built {pipeline.build.get('built_at')})"
+            )
+        if pipeline.self_test is not None:
+            print(f"  self-test: {pipeline.self_test.line()}")
         for warning in info["warnings"]:
             print(f"  warning: {warning}")
     return 0

@@ -19,7 +19,16 @@ METHODS = ("predict", "predict_proba", "decision_function")
 DEFAULT_MAX_ROWS = 10_000
 _HOOK = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_TOP_KEYS = {"graph_service_url", "default", "max_rows", "imports", "skops_trusted", "pipelines"}
+_TOP_KEYS = {
+    "graph_service_url",
+    "default",
+    "max_rows",
+    "imports",
+    "skops_trusted",
+    "compiled_dir",
+    "pipelines",
+}
+DEFAULT_COMPILED_DIR = "compiled"
 _PIPELINE_KEYS = {
     "transformer",
     "artifacts",
@@ -128,6 +137,8 @@ class ServiceConfig:
     imports: tuple[str, ...]
     skops_trusted: tuple[str, ...]
     pipelines: dict[str, PipelineSpec]
+    # Where `logic-service compile` writes and the service reads compiled pipelines.
+    compiled_dir: Path = Path(DEFAULT_COMPILED_DIR)
 
     @property
     def base_dir(self) -> Path:
@@ -167,6 +178,9 @@ def parse_config(raw: Any, path: Path) -> ServiceConfig:
             f"{where}: default {default!r} is not a pipeline (have: {', '.join(pipelines)})"
         )
     url = mapping.get("graph_service_url")
+    compiled = mapping.get("compiled_dir", DEFAULT_COMPILED_DIR)
+    if not isinstance(compiled, str) or not compiled:
+        raise ConfigError(f"{where}: compiled_dir: expected a folder path, got {compiled!r}")
     return ServiceConfig(
         path=path,
         graph_service_url=str(url) if url else None,
@@ -174,6 +188,7 @@ def parse_config(raw: Any, path: Path) -> ServiceConfig:
         imports=tuple(_str_list(mapping.get("imports", []), f"{where}: imports")),
         skops_trusted=tuple(_str_list(mapping.get("skops_trusted", []), f"{where}: skops_trusted")),
         pipelines=pipelines,
+        compiled_dir=(path.parent / compiled).resolve(),
     )
 
 

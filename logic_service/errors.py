@@ -1,26 +1,16 @@
-"""The logic tier's exceptions and the one place that turns them into HTTP responses.
+"""The logic tier's exceptions: one hierarchy, each class carrying the HTTP status it means.
 
-Every error leaves the service in the same body shape the success path uses:
-`{"msg": <clear text>, "code": <http status>, "data": null}`. Upstream (graph tier)
-failures map to 502/503/504, never to a bare 500 with an HTML page.
+Every failure a caller or an operator can act on is one of these, with a message saying what
+is wrong and what to do. `logic_service/http/error_handlers.py` is the one place that turns
+them (and werkzeug's and unexpected errors) into responses. Upstream (graph tier) failures
+map to 502/503/504, never to a bare 500. No web framework is imported here: the pipeline
+code that raises these also runs in the compile command's build environments.
 """
 
 from __future__ import annotations
 
-import logging
-from http import HTTPStatus
-
-import orjson
-from flask import Flask, Response
-from werkzeug.exceptions import HTTPException
-
-log = logging.getLogger(__name__)
-
-_HTTP_MESSAGES = {
-    404: "not found: see GET /pipelines for the pipelines and POST /get_score for scoring",
-    405: "method not allowed for this URL",
-    413: "request body too large: send fewer rows per request",
-}
+_METHOD_NOT_ALLOWED = "method not allowed for this URL"
+_TOO_LARGE = "request body too large: send fewer rows per request"
 
 
 class LogicError(Exception):
@@ -58,7 +48,7 @@ class MethodNotAllowedError(LogicError):
 
     status = 405
 
-    def __init__(self, message: str = _HTTP_MESSAGES[405]) -> None:
+    def __init__(self, message: str = _METHOD_NOT_ALLOWED) -> None:
         super().__init__(message)
 
 
@@ -67,7 +57,7 @@ class PayloadTooLargeError(LogicError):
 
     status = 413
 
-    def __init__(self, message: str = _HTTP_MESSAGES[413]) -> None:
+    def __init__(self, message: str = _TOO_LARGE) -> None:
         super().__init__(message)
 
 
@@ -87,47 +77,3 @@ class GraphRejectedError(LogicError):
     """The graph tier refused the request (shape/dtype mismatch, unknown signature, ...)."""
 
     status = 502
-
-
-def error_body(status: int, message: str) -> bytes:
-    """The single error body shape, serialised once here (Flask routes and ScoreEndpoint)."""
-    return orjson.dumps({"msg": message, "code": status, "data": None})
-
-
-def error_response(status: int, message: str) -> Response:
-    return Response(error_body(status, message), status=status, mimetype="application/json")
-
-
-def unexpected_error(error: Exception) -> tuple[int, str]:
-    """What a bug answers: 500 naming the exception (the traceback goes to the log)."""
-    return 500, f"internal error: {type(error).__name__}: {error}"
-
-
-def status_line(status: int) -> str:
-    """`200 OK`, as WSGI's start_response wants it."""
-    try:
-        return f"{status} {HTTPStatus(status).phrase}"
-    except ValueError:
-        return f"{status} Unknown"
-
-
-def register_error_handlers(app: Flask) -> None:
-    """Route our errors, werkzeug's HTTP errors and anything unexpected to `error_response`."""
-
-    @app.errorhandler(LogicError)
-    def _logic_error(error: LogicError) -> Response:
-        return error_response(error.status, str(error))
-
-    @app.errorhandler(HTTPException)
-    def _http_error(error: HTTPException) -> Response:
-        status = error.code or 500
-        message = _HTTP_MESSAGES.get(status) or (error.description or error.name)
-        response = error_response(status, message)
-        if status == 405 and error.get_response().headers.get("Allow"):
-            response.headers["Allow"] = error.get_response().headers["Allow"]
-        return response
-
-    @app.errorhandler(Exception)
-    def _unexpected(error: Exception) -> Response:
-        log.exception("unhandled error")
-        return error_response(*unexpected_error(error))

@@ -39,6 +39,7 @@ class Settings:
 
     config_path: Path
     graph_service_url: str | None = None  # overrides the file's graph_service_url
+    compiled_dir: Path | None = None  # overrides the file's compiled_dir (LOGIC_COMPILED_DIR)
     connect_timeout: float = 2.0
     read_timeout: float = 10.0  # the most one graph call may take (the deadline may cut it)
     connect_retries: int = 2
@@ -68,9 +69,11 @@ class Settings:
         url = env.get("GRAPH_SERVICE_URL") or None
         if url is not None:
             url = validate_url(url)
+        compiled = env.get("LOGIC_COMPILED_DIR") or None
         return cls(
             config_path=Path(path),
             graph_service_url=url,
+            compiled_dir=Path(compiled).resolve() if compiled else None,
             connect_timeout=_number(env, "LOGIC_GRAPH_CONNECT_TIMEOUT", 2.0, positive=True),
             read_timeout=_number(env, "LOGIC_GRAPH_READ_TIMEOUT", 10.0, positive=True),
             connect_retries=_integer(env, "LOGIC_GRAPH_RETRIES", 2, minimum=0),

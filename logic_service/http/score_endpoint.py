@@ -25,11 +25,9 @@ from logic_service.errors import (
     LogicError,
     MethodNotAllowedError,
     PayloadTooLargeError,
-    error_body,
-    status_line,
-    unexpected_error,
 )
 from logic_service.http.codecs import decode_score_request, encode_score_response
+from logic_service.http.error_handlers import error_body, status_line, unexpected_error
 from logic_service.http.request_log import RequestInfo
 from logic_service.metrics import Metrics
 from logic_service.scoring import Scorer

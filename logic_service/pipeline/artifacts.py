@@ -1,8 +1,10 @@
 """Load the fitted artifacts a pipeline names: strictly, loudly, once, at start-up.
 
-Pickles are where deployments break, so every failure names the file and what to do:
-a sha256 pin that does not match, a class pickled from a notebook's `__main__`, a module
-that cannot be imported, scikit-learn's version-mismatch warning (kept and reported).
+Pickles are where deployments break, so every failure names the file and what to do: a
+sha256 pin that does not match, a file that is not a readable pickle or references what can
+run commands (both found by `pickle_scan` before anything is unpickled), a class pickled from
+a notebook's `__main__`, a module that cannot be imported. pickle, joblib (compressed too),
+dill and .skops files load; which scikit-learn wrote each one is read from the file itself.
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ from typing import Any
 
 import joblib
 import sklearn
-from sklearn.exceptions import InconsistentVersionWarning
 
 from logic_service.config import ArtifactRef
 from logic_service.errors import ConfigError
+from logic_service.pipeline.pickle_scan import PickleScan, PickleScanError, scan_file
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ log = logging.getLogger(__name__)
 _MAIN_ATTR = re.compile(r"Can't get attribute '([^']+)' on <module '(?:[\w.]+\.)?__main__'")
 # Types skops flags but that carry no code: a dtype object. Everything else must be listed.
 _SKOPS_HARMLESS = ("numpy.dtype",)
-_PICKLE_SUFFIXES = {".pkl", ".pickle", ".joblib", ".jbl"}
+_PICKLE_SUFFIXES = {".pkl", ".pickle", ".joblib", ".jbl", ".dill", ".sav"}
 
 
 @dataclass
@@ -45,15 +47,26 @@ class LoadedArtifact:
     sha256: str
     sklearn_version: str | None
     warnings: list[str] = field(default_factory=list)
+    format: str = "pickle"
 
     def describe(self) -> dict[str, Any]:
         return {
             "path": str(self.path),
             "type": f"{type(self.obj).__module__}.{type(self.obj).__qualname__}",
+            "format": self.format,
             "sha256": self.sha256,
             "sklearn_version": self.sklearn_version,
             "warnings": self.warnings,
         }
+
+
+@dataclass(frozen=True)
+class Inspected:
+    """An artifact file checked and read without running it: its digest and what it holds."""
+
+    ref: ArtifactRef
+    sha256: str
+    scan: PickleScan
 
 
 def file_sha256(path: Path) -> str:
@@ -96,48 +109,62 @@ def resolve_hook(spec: str, base_dir: Path, where: str) -> Callable[..., Any]:
     return function
 
 
-def load_artifact(
-    ref: ArtifactRef,
-    glue_modules: Sequence[ModuleType] = (),
-    skops_trusted: Sequence[str] = (),
-) -> LoadedArtifact:
-    """Check the pin, unpickle (pickle/joblib) or skops-load, and record version warnings."""
+def inspect_artifact(ref: ArtifactRef) -> Inspected:
+    """Check the file's pin and read what it holds without unpickling it: a damaged file, or
+    one that references what can run commands, is refused here, before anything runs."""
     path = ref.path
     if not path.is_file():
         raise ConfigError(f"artifact {path} does not exist (paths are relative to the config file)")
+    if path.suffix != ".skops" and path.suffix not in _PICKLE_SUFFIXES:
+        raise ConfigError(
+            f"artifact {path}: unknown file type {path.suffix!r} "
+            f"(use {', '.join(sorted(_PICKLE_SUFFIXES))} or .skops)"
+        )
     digest = file_sha256(path)
     if ref.sha256 and digest != ref.sha256:
         raise ConfigError(
             f"artifact {path}: sha256 is {digest}, the config pins {ref.sha256}; "
             "the file changed since it was pinned: deploy the pinned file or update the pin"
         )
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", InconsistentVersionWarning)
+    try:
+        scan = scan_file(path)
+    except PickleScanError as error:
+        raise ConfigError(
+            f"artifact {error}; re-save it from the training environment (joblib.dump or "
+            "pickle.dump) and deploy the complete file"
+        ) from None
+    if scan.dangerous:
+        raise ConfigError(
+            f"artifact {path} references {', '.join(scan.dangerous)}, which can run commands "
+            "when unpickled: refusing to load it; re-save the fitted objects alone (it was "
+            "read without running it)"
+        )
+    return Inspected(ref, digest, scan)
+
+
+def load_artifact(
+    ref: ArtifactRef,
+    glue_modules: Sequence[ModuleType] = (),
+    skops_trusted: Sequence[str] = (),
+    inspected: Inspected | None = None,
+) -> LoadedArtifact:
+    """Inspect (unless already done), then unpickle (pickle/joblib/dill) or skops-load."""
+    inspected = inspected or inspect_artifact(ref)
+    path, scan = ref.path, inspected.scan
+    with warnings.catch_warnings():
+        # The version a file was pickled with is read from the file (scan); sklearn's own
+        # warning about it would only repeat that once per estimator.
+        warnings.filterwarnings("ignore", message=".*unpickle estimator.*")
         if path.suffix == ".skops":
             obj = _load_skops(path, skops_trusted)
-        elif path.suffix in _PICKLE_SUFFIXES:
-            obj = _load_pickle(path, glue_modules)
         else:
-            raise ConfigError(
-                f"artifact {path}: unknown file type {path.suffix!r} "
-                f"(use {', '.join(sorted(_PICKLE_SUFFIXES))} or .skops)"
-            )
-    pickled_with = sklearn.__version__ if _is_sklearn(obj) else None
+            obj = _load_pickle(path, glue_modules)
+    pickled_with = scan.sklearn_version or (sklearn.__version__ if _is_sklearn(obj) else None)
     notes = []
-    for item in caught:
-        if isinstance(item.message, InconsistentVersionWarning):
-            pickled_with = item.message.original_sklearn_version
-            note = (
-                f"{item.message.estimator_name} pickled with scikit-learn "
-                f"{item.message.original_sklearn_version}, running "
-                f"{item.message.current_sklearn_version}: re-fit or pin scikit-learn "
-                f"{item.message.original_sklearn_version}"
-            )
-            if note not in notes:
-                notes.append(note)
-    for note in notes:
-        log.warning("artifact %s: %s", path, note)
-    return LoadedArtifact(obj, path, digest, pickled_with, notes)
+    if pickled_with is not None and pickled_with != sklearn.__version__:
+        notes.append(f"pickled with scikit-learn {pickled_with}, running {sklearn.__version__}")
+        log.warning("artifact %s: %s", path, notes[-1])
+    return LoadedArtifact(obj, path, inspected.sha256, pickled_with, notes, scan.format)
 
 
 def _load_pickle(path: Path, glue_modules: Sequence[ModuleType]) -> Any:

@@ -9,43 +9,106 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Sequence
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import sklearn
 
-from logic_service.config import PipelineSpec, ServiceConfig
+from logic_service.config import ArtifactRef, PipelineSpec, ServiceConfig
 from logic_service.errors import ConfigError
 from logic_service.pipeline.artifacts import (
+    Inspected,
     LoadedArtifact,
     import_modules,
+    inspect_artifact,
     load_artifact,
     resolve_hook,
 )
-from logic_service.pipeline.compiled import CompileError, compile_features, compile_model
+from logic_service.pipeline.bundle import REPORT, bundle_dir, check_fresh, read_bundle
+from logic_service.pipeline.compiled import (
+    CompiledFeatures,
+    CompiledModel,
+    CompileError,
+    OnnxProgram,
+    compile_features,
+    compile_model,
+)
 from logic_service.pipeline.contract import STRING, infer_schema, read_contract
-from logic_service.pipeline.parity import compare, generated_rows, load_samples
+from logic_service.pipeline.parity import ParityResult, compare, generated_rows, load_samples
+from logic_service.pipeline.pickle_scan import version_key
 from logic_service.pipeline.runtime import ONNX, SKLEARN, Pipeline
+from logic_service.pipeline.self_test import self_test
 from logic_service.pipeline.validation import Validator, compiled_schema
 
 log = logging.getLogger(__name__)
 
 
 def load_pipelines(config: ServiceConfig) -> dict[str, Pipeline]:
-    """Load every artifact and hook the file names; any failure is a ConfigError naming it."""
+    """Every pipeline the file names, ready to serve; any failure is a ConfigError naming it."""
     glue = import_modules(config.imports, config.base_dir)
-    return {name: _load_one(spec, config, glue) for name, spec in config.pipelines.items()}
+    return {name: load_pipeline(spec, config, glue) for name, spec in config.pipelines.items()}
 
 
-def _load_one(spec: PipelineSpec, config: ServiceConfig, glue: list[ModuleType]) -> Pipeline:
-    def load(ref: Any) -> LoadedArtifact:
-        return load_artifact(ref, glue, config.skops_trusted)
+def load_pipeline(
+    spec: PipelineSpec,
+    config: ServiceConfig,
+    glue: Sequence[ModuleType],
+    *,
+    require_compiled: bool = False,
+) -> Pipeline:
+    """From its compiled build when there is one (nothing is unpickled then), else from its
+    artifacts (compiled here when it can be, or served by scikit-learn); then self-tested.
+    `require_compiled` (the compile command) refuses what cannot be compiled."""
+    where = f"{config.path}: pipeline {spec.name!r}"
+    folder = bundle_dir(config, spec.name)
+    from_build = (
+        not require_compiled
+        and spec.engine != SKLEARN
+        and spec.preprocess is None
+        and (folder / REPORT).is_file()
+    )
+    if from_build:
+        pipeline = _from_bundle(spec, config, folder, where)
+        samples = (
+            load_samples(spec.samples, where) if spec.samples and spec.samples.is_file() else []
+        )
+    else:
+        samples = load_samples(spec.samples, where)
+        pipeline = _from_artifacts(spec, config, glue, where)
+        _choose_engine(pipeline, samples, where, require_compiled)
+    pipeline.validator = request_validator(pipeline)
+    pipeline.self_test = self_test(pipeline, samples, where)
+    log.info(
+        "pipeline %s loaded: %d column(s), model %s, engine %s (%s)",
+        spec.name,
+        len(pipeline.schema.columns),
+        spec.graph.describe() if spec.graph else spec.method,
+        pipeline.engine,
+        pipeline.engine_reason,
+    )
+    return pipeline
+
+
+def _from_artifacts(
+    spec: PipelineSpec, config: ServiceConfig, glue: Sequence[ModuleType], where: str
+) -> Pipeline:
+    """Unpickle the pipeline's files, after reading which scikit-learn wrote them."""
+    refs = [*spec.transformers, *spec.artifacts.values()]
+    if spec.model is not None:
+        refs.append(spec.model)
+    inspected = {ref.path: inspect_artifact(ref) for ref in refs}
+    _check_versions(spec, config, list(inspected.values()), where)
+
+    def load(ref: ArtifactRef) -> LoadedArtifact:
+        return load_artifact(ref, glue, config.skops_trusted, inspected[ref.path])
 
     transformers = [load(ref) for ref in spec.transformers]
     artifacts = {key: load(ref) for key, ref in spec.artifacts.items()}
     model = load(spec.model) if spec.model is not None else None
-    where = f"{config.path}: pipeline {spec.name!r}"
     if model is not None and not callable(getattr(model.obj, spec.method, None)):
         raise ConfigError(
             f"{where}: model {model.path.name} ({type(model.obj).__name__}) has no "
@@ -55,7 +118,7 @@ def _load_one(spec: PipelineSpec, config: ServiceConfig, glue: list[ModuleType])
         if not callable(getattr(item.obj, "transform", None)):
             raise ConfigError(
                 f"{where}: transformer {item.path.name} ({type(item.obj).__name__}) has no "
-                "transform(); is it a fitted scikit-learn transformer?"
+                f"transform(){_what_it_holds(item)}"
             )
     # Only the first step sees the raw request; a model alone sees it when nothing precedes it.
     if transformers:
@@ -73,22 +136,87 @@ def _load_one(spec: PipelineSpec, config: ServiceConfig, glue: list[ModuleType])
         preprocess_hook=resolve_hook(spec.preprocess, config.base_dir, f"{where}: preprocess")
         if spec.preprocess
         else None,
-        postprocess_hook=resolve_hook(spec.postprocess, config.base_dir, f"{where}: postprocess")
-        if spec.postprocess
-        else None,
+        postprocess_hook=_postprocess_hook(spec, config, where),
     )
     if raw_facing and pipeline.schema.columns and spec.preprocess is None:
         pipeline.contract = read_contract(raw_facing[0], pipeline.schema)
-    _choose_engine(pipeline, load_samples(spec.samples, where), where)
-    pipeline.validator = request_validator(pipeline)
-    log.info(
-        "pipeline %s loaded: %d column(s), model %s, engine %s",
-        spec.name,
-        len(pipeline.schema.columns),
-        spec.graph.describe() if spec.graph else spec.method,
-        pipeline.engine,
-    )
     return pipeline
+
+
+def _from_bundle(spec: PipelineSpec, config: ServiceConfig, folder: Path, where: str) -> Pipeline:
+    """A compiled build: its graphs and contract, checked against the sources it was made of."""
+    bundle = read_bundle(folder)
+    notes = check_fresh(bundle, spec, config)
+    report = bundle.report
+    parity = ParityResult(**report["parity"]) if report.get("parity") else None
+    built_with = report.get("built_with", {}).get("scikit-learn", "?")
+    pipeline = Pipeline(
+        spec=spec,
+        transformers=[],
+        artifacts={},
+        model=None,
+        schema=bundle.schema,
+        postprocess_hook=_postprocess_hook(spec, config, where),
+        contract=bundle.contract,
+        engine=ONNX,
+        engine_reason=f"compiled build {folder} (scikit-learn {built_with}): nothing unpickled",
+        parity=parity,
+        compiled_features=CompiledFeatures(OnnxProgram(bundle.features), bundle.contract)
+        if bundle.features is not None
+        else None,
+        compiled_model=CompiledModel(OnnxProgram(bundle.model), **bundle.model_output)
+        if bundle.model is not None and bundle.model_output is not None
+        else None,
+        build=report,
+        build_notes=notes,
+    )
+    for note in notes:
+        log.info("pipeline %s: %s", spec.name, note)
+    return pipeline
+
+
+def _postprocess_hook(spec: PipelineSpec, config: ServiceConfig, where: str) -> Any:
+    if not spec.postprocess:
+        return None
+    return resolve_hook(spec.postprocess, config.base_dir, f"{where}: postprocess")
+
+
+def _check_versions(
+    spec: PipelineSpec, config: ServiceConfig, inspected: list[Inspected], where: str
+) -> None:
+    """A file pickled by another scikit-learn minor release is not unpickled here: it is
+    served from its compiled build, or by a service running its own version."""
+    running = sklearn.__version__
+    for item in inspected:
+        pickled = item.scan.sklearn_version
+        if pickled is None or version_key(pickled)[:2] == version_key(running)[:2]:
+            continue
+        if spec.preprocess is None and spec.engine != SKLEARN:
+            fix = (
+                f"compile it in scikit-learn {pickled}'s own environment: logic-service compile "
+                f"--config {config.path}"
+            )
+        else:
+            why = "a preprocess hook" if spec.preprocess else "engine: sklearn"
+            fix = (
+                f"it is served through its pickles ({why}), so serve it with scikit-learn "
+                f"{pickled}: docker build -f Dockerfile.logic --build-arg SKLEARN_VERSION={pickled} ."
+            )
+        raise ConfigError(
+            f"{where}: {item.ref.path.name} was pickled by scikit-learn {pickled} and this "
+            f"service runs {running}, which does not read it reliably; {fix}"
+        )
+
+
+def _what_it_holds(item: LoadedArtifact) -> str:
+    """Why an object without transform() is there: a dict of objects is the common case."""
+    if isinstance(item.obj, dict):
+        keys = ", ".join(repr(k) for k in list(item.obj)[:5])
+        return (
+            f": it is a dict of objects ({keys}); name each one under artifacts: and use a "
+            "preprocess hook, or save the fitted transformer alone"
+        )
+    return "; is it a fitted scikit-learn transformer?"
 
 
 def request_validator(pipeline: Pipeline) -> Validator:
@@ -106,10 +234,12 @@ def request_validator(pipeline: Pipeline) -> Validator:
     )
 
 
-def _choose_engine(pipeline: Pipeline, samples: list[dict[str, Any]], where: str) -> None:
+def _choose_engine(
+    pipeline: Pipeline, samples: list[dict[str, Any]], where: str, required: bool = False
+) -> None:
     """Compile and run the parity gate; fall back to scikit-learn with one log line saying why."""
     spec = pipeline.spec
-    if spec.engine == SKLEARN:
+    if spec.engine == SKLEARN and not required:
         pipeline.engine_reason = "engine: sklearn in the pipeline file"
         return
     try:
@@ -117,6 +247,8 @@ def _choose_engine(pipeline: Pipeline, samples: list[dict[str, Any]], where: str
     except CompileError as error:
         reason = str(error)
         pipeline.compiled_features = pipeline.compiled_model = None
+        if required:
+            raise ConfigError(reason) from None
         if spec.engine == ONNX:
             raise ConfigError(
                 f"{where}: engine 'onnx' cannot serve: {reason}; fix the artifact or set "
@@ -193,9 +325,7 @@ def _compile(pipeline: Pipeline, samples: list[dict[str, Any]]) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # sklearn warns on the unknown categories we send
         result = compare(sklearn_side, compiled_side, rows, spec.parity_atol)
-    for program in (pipeline.compiled_features, pipeline.compiled_model):
-        if program is not None:
-            program.program.forget()  # the master must not fork with a live session
+    pipeline.close_sessions()  # the master must not fork with a live onnxruntime session
     pipeline.parity = result
     if not result.passed:
         raise CompileError(

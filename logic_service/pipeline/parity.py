@@ -17,10 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from logic_service.errors import ConfigError
+from logic_service.errors import ConfigError, LogicError
 from logic_service.pipeline.contract import FLOAT, INT64, STRING, Contract
 
 _GENERIC = (0.0, 1.0, -1.0, 0.5, 1e3, -1e3)
+# What a refused row raises on the scikit-learn side (a 400 the service would answer).
+_REFUSALS = (LogicError, ValueError, TypeError, KeyError)
 UNKNOWN_CATEGORY = "__unseen_category__"
 
 
@@ -111,16 +113,27 @@ def compare(
 ) -> ParityResult:
     """Run both engines row by row, then on all accepted rows at once (the batched path).
 
-    A row scikit-learn refuses is skipped; a row the compiled side cannot score, or a
-    difference beyond `atol`, fails the gate and names the row.
+    A row scikit-learn refuses (a 400 it would answer) is skipped; scikit-learn failing
+    otherwise, refusing every row, a row the compiled side cannot score, or a difference beyond
+    `atol` fails the gate and names the row.
     """
     worst, where = 0.0, ""
     accepted = []
+    first_refusal = ""
     for index, row in enumerate(rows):
         try:
             expected = np.asarray(reference([row]))
-        except Exception:  # scikit-learn refuses this row: nothing to compare
+        except _REFUSALS as error:  # scikit-learn refuses this row: nothing to compare
+            first_refusal = first_refusal or f"row {index}: {error}"
             continue
+        except Exception as error:  # scikit-learn itself is broken here (e.g. version skew)
+            detail = (str(error).splitlines() or [""])[0]
+            return ParityResult(
+                len(rows),
+                math.inf,
+                False,
+                f"scikit-learn failed on row {index}: {type(error).__name__}: {detail}",
+            )
         accepted.append(row)
         try:
             actual = np.asarray(compiled([row]))
@@ -131,6 +144,10 @@ def compare(
             worst, where = diff, f"row {index} {row}"
         if math.isnan(diff) or diff > atol:
             return ParityResult(len(rows), diff, False, f"max |diff| {diff:.3g} at {where}")
+    if not accepted:
+        return ParityResult(
+            len(rows), math.inf, False, f"scikit-learn refused every row ({first_refusal})"
+        )
     if len(accepted) > 1:
         try:
             diff = _difference(np.asarray(reference(accepted)), np.asarray(compiled(accepted)))

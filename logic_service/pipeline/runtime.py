@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -59,6 +59,11 @@ class Pipeline:
     compiled_model: CompiledModel | None = None
     # The request checks for the engine that serves (set by the loader once it is chosen).
     validator: Validator | None = None
+    # How it did on its own rows at start-up (self_test.SelfTest, set by the loader).
+    self_test: Any = None
+    # Served from a compiled build: its report, and notes on sources not there to check.
+    build: dict[str, Any] | None = None
+    build_notes: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -116,6 +121,19 @@ class Pipeline:
         for compiled in (self.compiled_features, self.compiled_model):
             if compiled is not None:
                 compiled.program.session()
+
+    def close_sessions(self) -> None:
+        """Drop this process's sessions (the master, after its start-up checks, before forking)."""
+        for compiled in (self.compiled_features, self.compiled_model):
+            if compiled is not None:
+                compiled.program.forget()
+
+    def loaded(self) -> list[LoadedArtifact]:
+        """Every artifact unpickled for this pipeline (none when served from a compiled build)."""
+        found = [*self.transformers, *self.artifacts.values()]
+        if self.model is not None:
+            found.append(self.model)
+        return found
 
     def _compiled_features(self, columns: dict[str, Any]) -> np.ndarray:
         if self.compiled_features is not None:
@@ -186,9 +204,9 @@ class Pipeline:
 
     def predict_local(self, features: Any) -> Any:
         """The in-process model's `method` on the features (its compiled graph when it has one)."""
-        assert self.model is not None
         if self.compiled_model is not None:
             return self.compiled_model.run(features)
+        assert self.model is not None
         try:
             return getattr(self.model.obj, self.spec.method)(features)
         except (ValueError, TypeError) as error:
@@ -206,9 +224,7 @@ class Pipeline:
     def describe(self) -> dict[str, Any]:
         """The contract a caller can discover through GET /pipelines."""
         spec = self.spec
-        loaded = [*self.transformers, *self.artifacts.values()]
-        if self.model is not None:
-            loaded.append(self.model)
+        loaded = self.loaded()
         model: dict[str, Any]
         if spec.graph is not None:
             model = {
@@ -220,8 +236,13 @@ class Pipeline:
                 "signature_name": spec.graph.signature_name,
             }
         else:
-            assert self.model is not None
-            model = {"kind": "sklearn", "path": str(self.model.path), "method": spec.method}
+            assert spec.model is not None
+            model = {"kind": "sklearn", "path": str(spec.model.path), "method": spec.method}
+        artifacts = [item.describe() for item in loaded]
+        warnings = [note for item in loaded for note in item.warnings]
+        if self.build is not None:
+            artifacts = [dict(source) for source in self.build.get("sources", [])]
+            warnings = list(self.build_notes)
         return {
             "name": spec.name,
             "columns": self.schema.describe(),
@@ -231,8 +252,10 @@ class Pipeline:
             "preprocess": spec.preprocess,
             "postprocess": spec.postprocess,
             "model": model,
-            "artifacts": [item.describe() for item in loaded],
-            "warnings": [note for item in loaded for note in item.warnings],
+            "artifacts": artifacts,
+            "warnings": warnings,
+            "self_test": self.self_test.describe() if self.self_test is not None else None,
+            "build": _build_summary(self.build),
         }
 
     def describe_engine(self) -> dict[str, Any]:
@@ -249,6 +272,18 @@ class Pipeline:
             info["parity_max_diff"] = self.parity.max_diff
             info["parity_rows"] = self.parity.rows
         return info
+
+
+def _build_summary(report: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What /pipelines says about the compiled build a pipeline serves from."""
+    if report is None:
+        return None
+    return {
+        "built_at": report.get("built_at"),
+        "built_with": report.get("built_with"),
+        "parity": report.get("parity"),
+        "self_test": report.get("self_test"),
+    }
 
 
 def _first_out_of_range(columns: dict[str, Any]) -> str | None:

@@ -13,12 +13,12 @@ import textwrap
 import numpy as np
 import pandas as pd
 import pytest
+import sklearn
 
 from devtools.sklearn_artifacts import (
     CHURN_COLUMNS,
     COMPILED_RTOL,
     CREDIT_COLUMNS,
-    OLD_SKLEARN,
     churn_records,
     credit_records,
 )
@@ -27,9 +27,12 @@ from logic_service.errors import ConfigError
 from logic_service.pipeline.artifacts import file_sha256
 from logic_service.settings import Settings
 
+# A rules table with a gap: one income has no row (a bug a caller's request can reach).
 FAULTY_RULES = """
 def postprocess(outputs, frame):
-    raise RuntimeError("rules table missing")
+    if (frame["income"] == 424242).any():
+        raise RuntimeError("rules table missing")
+    return outputs
 """
 
 
@@ -68,8 +71,8 @@ def service_document() -> dict:
                 "model": "notebook/clip_model.pkl",
                 "columns": {"age": "number", "income": "number"},
             },
-            "legacy": {
-                "transformer": "credit/old_scaler.pkl",
+            "scaled": {
+                "transformer": "credit/scaler.pkl",
                 "model": "notebook/clip_model.pkl",
                 "postprocess": "faulty_rules:postprocess",
             },
@@ -163,9 +166,10 @@ def test_pipelines_describes_the_contract_and_versions(client, sklearn_artifacts
         "path": str(sklearn_artifacts.root / "credit" / "sk_model.pkl"),
         "method": "predict_proba",
     }
-    legacy = info["legacy"]
-    assert legacy["artifacts"][0]["sklearn_version"] == OLD_SKLEARN
-    assert any(OLD_SKLEARN in warning for warning in legacy["warnings"])
+    scaled = info["scaled"]
+    assert scaled["artifacts"][0]["sklearn_version"] == sklearn.__version__
+    assert scaled["artifacts"][0]["format"] == "joblib"
+    assert scaled["self_test"]["scored"] > 0
     assert info["credit_lr"]["warnings"] == []
 
 
@@ -203,14 +207,14 @@ def test_pipelines_describes_the_contract_and_versions(client, sklearn_artifacts
             "record 1 has no 'channel'",
         ),
         (
-            {"model": "legacy", "data": [{"age": 3, "income": 2}, {"age": None, "income": 2}]},
+            {"model": "scaled", "data": [{"age": 3, "income": 2}, {"age": None, "income": 2}]},
             400,
-            "column 'age', row 1 is null and pipeline 'legacy' does not impute missing values",
+            "column 'age', row 1 is null and pipeline 'scaled' does not impute missing values",
         ),
         ({"model": "credit_skops", "data": credit_records(6)}, 400, "max_rows=5"),
         ({"model": "credit_lr"}, 400, '"data" field'),
         ({"model": 7, "data": []}, 400, '"model" must be a pipeline name'),
-        ({"model": "legacy", "data": [{"age": 1, "income": 2}]}, 500, "rules table missing"),
+        ({"model": "scaled", "data": [{"age": 1, "income": 424242}]}, 500, "rules table missing"),
     ],
 )
 def test_error_table(client, body: dict, status: int, needle: str) -> None:

@@ -355,27 +355,6 @@ def test_bin_edges_in_float32_fail_parity_and_fall_back(sklearn_artifacts) -> No
     assert features.tolist() == [[0.0]]  # scikit-learn's bin, served by scikit-learn
 
 
-def test_an_artifact_from_an_older_scikit_learn_compiles(sklearn_artifacts) -> None:
-    """old_scaler.pkl claims scikit-learn 1.3.2 wrote it: it loads with its warning and compiles."""
-    pipeline = _load(
-        sklearn_artifacts,
-        "compiled_legacy.yaml",
-        {"legacy": {"transformer": "credit/old_scaler.pkl", "graph_model": "unused"}},
-    )["legacy"]
-    assert pipeline.engine == "onnx", pipeline.engine_reason
-    assert any("1.3.2" in note for note in pipeline.describe()["warnings"])
-    records = [{"age": 30.0 + i, "income": 40_000.0 + 1000 * i} for i in range(5)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # InconsistentVersionWarning: the point of the file
-        scaler = joblib.load(sklearn_artifacts.root / "credit" / "old_scaler.pkl")
-    np.testing.assert_allclose(
-        pipeline.prepare(records).features,
-        scaler.transform(pd.DataFrame(records)),
-        rtol=COMPILED_RTOL,
-        atol=1e-6,
-    )
-
-
 _ZOO_RECORD = st.fixed_dictionaries(
     {
         "age": st.none() | st.floats(0, 120, allow_nan=False),

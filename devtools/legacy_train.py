@@ -1,0 +1,163 @@
+"""Fit and save artifacts the way users of one scikit-learn release do, in that release.
+
+Run by `devtools/legacy_sklearn.py` with the interpreter of a build environment (any
+scikit-learn from 1.2 on, numpy, pandas, joblib, dill): `python legacy_train.py OUT`. It
+imports nothing from the kit. On a student-performance table with the missing values and
+strings of real tabular data (and an id column no step reads, so 1.5/1.6 ColumnTransformers
+pickle their `_RemainderColsList`), it fits:
+
+- `template`: the commonest public end-to-end template's preprocessor, exactly: numbers
+  through SimpleImputer(median) + StandardScaler, strings through SimpleImputer(most_frequent)
+  + OneHotEncoder() + StandardScaler(with_mean=False); then a LinearRegression and a
+  GradientBoostingRegressor on its output.
+- `simple`: the same columns with imputation on numbers only and one-hot (ignoring unknowns)
+  on strings, and a LinearRegression.
+
+Each object is saved with pickle, joblib (plain and zlib-compressed) and dill, as users do.
+`records.json` holds JSON records (null for a missing value) and `expected.json` the scores
+this release computes for them: what the kit must reproduce, whatever it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import sys
+from pathlib import Path
+
+import dill
+import joblib
+import numpy as np
+import pandas as pd
+import sklearn
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import GradientBoostingRegressor
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LinearRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+NUMERIC = ["reading_score", "writing_score"]
+CATEGORICAL = [
+    "gender",
+    "race_ethnicity",
+    "parental_level_of_education",
+    "lunch",
+    "test_preparation_course",
+]
+LEVELS = {
+    "gender": ["female", "male"],
+    "race_ethnicity": ["group A", "group B", "group C", "group D", "group E"],
+    "parental_level_of_education": [
+        "some high school",
+        "high school",
+        "some college",
+        "associate's degree",
+        "bachelor's degree",
+        "master's degree",
+    ],
+    "lunch": ["standard", "free/reduced"],
+    "test_preparation_course": ["none", "completed"],
+}
+
+
+def students(n: int, seed: int, missing: bool = True) -> pd.DataFrame:
+    """A table like the public StudentsPerformance.csv, read by pandas (NaN for missing)."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"student_id": [f"s{seed}-{i}" for i in range(n)]})
+    for column, levels in LEVELS.items():
+        frame[column] = rng.choice(levels, n)
+    frame["reading_score"] = rng.integers(17, 101, n).astype(float)
+    frame["writing_score"] = np.clip(frame["reading_score"] + rng.normal(0, 6, n), 10, 100).round()
+    frame["math_score"] = (
+        0.45 * frame["reading_score"]
+        + 0.35 * frame["writing_score"]
+        + 6 * (frame["lunch"] == "standard")
+        + 4 * (frame["test_preparation_course"] == "completed")
+        + rng.normal(0, 4, n)
+    ).round()
+    if missing:
+        frame.loc[frame.index % 13 == 5, "reading_score"] = np.nan
+        frame.loc[frame.index % 17 == 3, "lunch"] = np.nan
+        frame.loc[frame.index % 19 == 7, "parental_level_of_education"] = np.nan
+    return frame
+
+
+def template() -> ColumnTransformer:
+    numeric = Pipeline(
+        [("imputer", SimpleImputer(strategy="median")), ("scaler", StandardScaler())]
+    )
+    categorical = Pipeline(
+        [
+            ("imputer", SimpleImputer(strategy="most_frequent")),
+            ("one_hot_encoder", OneHotEncoder()),
+            ("scaler", StandardScaler(with_mean=False)),
+        ]
+    )
+    return ColumnTransformer(
+        [("num_pipeline", numeric, NUMERIC), ("cat_pipelines", categorical, CATEGORICAL)]
+    )
+
+
+def simple() -> ColumnTransformer:
+    numeric = Pipeline(
+        [("imputer", SimpleImputer(strategy="median")), ("scaler", StandardScaler())]
+    )
+    return ColumnTransformer(
+        [("num", numeric, NUMERIC), ("cat", OneHotEncoder(handle_unknown="ignore"), CATEGORICAL)]
+    )
+
+
+def save(obj: object, folder: Path, stem: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / f"{stem}.pkl").open("wb") as handle:
+        pickle.dump(obj, handle)
+    joblib.dump(obj, folder / f"{stem}.joblib")
+    joblib.dump(obj, folder / f"{stem}.z.joblib", compress=3)
+    with (folder / f"{stem}.dill").open("wb") as handle:
+        dill.dump(obj, handle)
+
+
+def as_records(frame: pd.DataFrame) -> list[dict]:
+    """JSON records as a business service sends them: null for a missing value."""
+    plain = frame.astype(object).where(frame.notna(), None)
+    return plain.to_dict("records")
+
+
+def as_frame(records: list[dict]) -> pd.DataFrame:
+    """The records as the training data had them: NaN for a missing value."""
+    frame = pd.DataFrame(records)
+    return frame.where(frame.notna(), np.nan)
+
+
+def main(out: Path) -> None:
+    train = students(600, seed=0)
+    features, target = train.drop(columns=["math_score"]), train["math_score"]
+    records = as_records(students(40, seed=1).drop(columns=["math_score"]))
+    expected = {}
+    for name, make in (("template", template), ("simple", simple)):
+        pre = make().fit(features)
+        matrix = pre.transform(features)
+        folder = out / name
+        save(pre, folder, "preprocessor")
+        linear = LinearRegression().fit(matrix, target)
+        save(linear, folder, "model")
+        scored = pre.transform(as_frame(records))
+        expected[f"{name}/model"] = linear.predict(scored).tolist()
+        if name == "template":
+            boosted = GradientBoostingRegressor(n_estimators=40, max_depth=3, random_state=0)
+            boosted.fit(matrix, target)
+            save(boosted, folder, "boosted")
+            expected[f"{name}/boosted"] = boosted.predict(scored).tolist()
+        expected[f"{name}/features"] = np.asarray(
+            scored.toarray() if hasattr(scored, "toarray") else scored
+        ).tolist()
+    (out / "records.json").write_text(json.dumps(records, indent=1))
+    (out / "expected.json").write_text(json.dumps(expected))
+    (out / "versions.json").write_text(
+        json.dumps({"scikit-learn": sklearn.__version__, "numpy": np.__version__})
+    )
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
