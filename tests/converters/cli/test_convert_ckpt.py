@@ -33,6 +33,7 @@ def _run_checkpoint(prefix: Path, feeds: dict[str, object], fetch: str) -> np.nd
     with v1.Session(graph=tf.Graph()) as session:
         saver = v1.train.import_meta_graph(str(prefix) + ".meta")
         saver.restore(session, str(prefix))
+        session.run(v1.tables_initializer())
         return session.run(fetch, feeds)
 
 
@@ -339,3 +340,37 @@ def test_console_script_exit_codes(signature_ckpt, models_dir):
     assert "Traceback" not in bad.stderr
     assert not (models_dir / "sig2").exists()
     assert ModelsConfig.load(models_dir / "models.config").names() == ["other", "sig"]
+
+
+def test_string_vocabulary_converts_with_and_without_named_tensors(vocab_ckpt, models_dir, capsys):
+    base = [str(vocab_ckpt.folder), "--models-dir", str(models_dir)]
+    named = convert_ckpt.main(
+        [*base, "--name", "words", "--input", "words=words:0", "--output", "score=score:0"]
+    )
+    out = capsys.readouterr().out
+    assert named == 0, out
+    assert (
+        "probes:    words <- 'apple', 'banana', 'cherry', 'durian', '<unknown>' "
+        "(keys of table hash_table, 4 in all)" in out
+    )
+    assert "parity at batch sizes 1, 5" in out  # every key and the default, both loaders
+    assert "outputs follow the inputs" in out
+    detected = convert_ckpt.main([*base, "--name", "detected"])
+    out = capsys.readouterr().out
+    assert detected == 0, out
+    assert "signature: serving_default (detected)" in out
+    for name in ("words", "detected"):
+        assert _signature(models_dir / name / "1") == (
+            {"words": ("DT_STRING", [-1])},
+            {"score": ("DT_FLOAT", [-1])},
+        )
+
+
+def test_id_input_converts_and_verifies_within_its_embedding(id_ckpt, models_dir, capsys):
+    code = convert_ckpt.main(
+        [str(id_ckpt.folder), "--name", "items", "--models-dir", str(models_dir)]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out  # random ids 0..9 overran the 6-row embedding before
+    assert "probes:    item <- 0, 1, 2, 3, 4, … (6 values) (ids of items, 6 rows)" in out
+    assert "parity at batch sizes 1, 6" in out
