@@ -45,7 +45,8 @@ keys of the lookup tables and vocabulary files the outputs read them through (pl
 no table holds), and ids within the rows of the embedding they index. An output is refused
 as constant only if those, two random batches and the --sample rows reordered all leave it
 unchanged; one named with --output is kept with a warning when a table's keys cannot be
-read and no --sample says otherwise.
+read and no --sample says otherwise. Vocabulary files are copied into the SavedModel's
+assets/, so the served model needs nothing outside the models folder.
 """
 
 
@@ -218,6 +219,7 @@ def _convert(args: argparse.Namespace) -> int:
         return 0
 
     from converters.ckpt import export as ckpt_export
+    from converters.ckpt.assets import check_assets
     from converters.ckpt.detect import AmbiguousSignatureError
     from converters.ckpt.probes import find_probes
     from converters.ckpt.signature import resolve
@@ -229,6 +231,7 @@ def _convert(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr)
         raise
     signature_shapes = ckpt_export.serving_shapes(plan, _with_inferred(graph, plan, shapes))
+    check_assets(graph)
     probes = find_probes(graph, plan)
     print(f"signature: {ckpt_export.SIGNATURE_KEY} ({plan.source})")
     with staging_dir(dest) as staged:
