@@ -5,6 +5,8 @@ Two loaders are checked: TensorFlow 2's `tf.saved_model.load`, and a TF1 session
 TF Serving's C++ loader does. The second catches lookup tables that TF2's Python loader
 initialises quietly but that would be uninitialised in production. Inputs are fed at two
 batch sizes so a batch dimension frozen to 1 is caught here, not by the first real request.
+A converter that knows values an input takes (a lookup table's keys) passes them as pools,
+since random strings all miss a table and prove nothing about it.
 """
 
 from __future__ import annotations
@@ -111,13 +113,22 @@ def load_sample(path: Path, keys: Sequence[str]) -> Arrays:
     return {k: sample[k] for k in keys}
 
 
+def sample_inputs(path: Path, specs: Mapping[str, InputSpec]) -> Arrays:
+    """`--sample` read and cast to each signature input's dtype."""
+    return {k: _cast(v, specs[k].dtype, k) for k, v in load_sample(path, list(specs)).items()}
+
+
 def random_inputs(
     specs: Mapping[str, InputSpec],
     batch: int,
     shapes: Mapping[str, tuple[int, ...]] | None = None,
     seed: int = 0,
+    pools: Mapping[str, np.ndarray] | None = None,
 ) -> Arrays:
-    """Random inputs of each spec's dtype and shape, with `batch` rows."""
+    """Inputs of each spec's dtype and shape, with `batch` rows: random, except that an input
+    with a pool (the keys its lookup table holds) takes the pool's values in turn, starting
+    `seed` places in, so two seeds differ in every element.
+    """
     rng = np.random.default_rng(seed)
     inputs: Arrays = {}
     for key, spec in specs.items():
@@ -129,8 +140,20 @@ def random_inputs(
             dims = []
         else:
             dims = [batch, *(_UNKNOWN_DIM_FILL if d is None else d for d in spec.shape[1:])]
-        inputs[key] = _random_array(rng, spec.dtype, tuple(dims))
+        if pools and key in pools and len(pools[key]):
+            inputs[key] = _cycled(pools[key], spec.dtype, tuple(dims), seed)
+        else:
+            inputs[key] = _random_array(rng, spec.dtype, tuple(dims))
     return inputs
+
+
+def _cycled(pool: np.ndarray, dtype: np.dtype, shape: tuple[int, ...], start: int) -> np.ndarray:
+    """Element (row i, position j) is pool[(i + j + start) % len(pool)]."""
+    rows = shape[0] if shape else 1
+    per_row = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
+    index = (np.arange(rows)[:, None] + np.arange(per_row)[None, :] + start) % len(pool)
+    values = np.asarray(pool)[index].reshape(shape)
+    return values if dtype == np.object_ else values.astype(dtype)
 
 
 def _random_array(rng: np.random.Generator, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
@@ -236,8 +259,13 @@ def verify_export(
     signature_key: str = "serving_default",
     shapes: Mapping[str, tuple[int, ...]] | None = None,
     seed: int = 0,
+    pools: Mapping[str, np.ndarray] | None = None,
 ) -> VerifyReport:
-    """Compare the export against `reference` with both loaders; raise when they disagree."""
+    """Compare the export against `reference` with both loaders; raise when they disagree.
+
+    Inputs come from `sample` if given, else are random except those with a pool of values
+    the model knows (a lookup table's keys), which are fed those so the table is exercised.
+    """
     export_dir = Path(export_dir)
     try:
         specs = signature_specs(export_dir, signature_key)
@@ -249,7 +277,7 @@ def verify_export(
         ) from exc
 
     if sample is not None:
-        full = {k: _cast(v, specs[k].dtype, k) for k, v in load_sample(sample, list(specs)).items()}
+        full = sample_inputs(sample, specs)
         rows = min((len(v) for v in full.values() if v.ndim > 0), default=1)
         if rows <= 1:  # one row: repeat it so a batch frozen to 1 is still caught
             batches = [full, {k: np.repeat(v, 3, axis=0) if v.ndim else v for k, v in full.items()}]
@@ -257,7 +285,7 @@ def verify_export(
             batches = [{k: v[:1] if v.ndim else v for k, v in full.items()}, full]
     else:
         _check_batch_dims(specs, batch_sizes)
-        batches = [random_inputs(specs, b, shapes, seed + b) for b in batch_sizes]
+        batches = [random_inputs(specs, b, shapes, seed + b, pools) for b in batch_sizes]
 
     report = VerifyReport()
     report.batch_sizes = tuple(next((len(v) for v in b.values() if v.ndim > 0), 1) for b in batches)
@@ -292,21 +320,29 @@ def verify_export(
     return report
 
 
-def constant_outputs(
-    reference: Reference,
-    specs: Mapping[str, InputSpec],
-    shapes: Mapping[str, tuple[int, ...]] | None = None,
-    batch: int = 3,
-) -> list[str]:
-    """Outputs that come out identical for two different random batches of inputs.
+def constant_outputs(reference: Reference, pairs: Sequence[tuple[Arrays, Arrays]]) -> list[str]:
+    """Outputs that come out identical for both batches of every pair of different inputs.
 
     A prediction changes when its inputs do; one that does not reads only constants (a
     metric of the weights, a tensor the inputs never reach) and would serve one number.
+    Each pair is a chance to change: random values, values a lookup table holds, a sample.
     """
-    first = reference(random_inputs(specs, batch, shapes, seed=101))
-    second = reference(random_inputs(specs, batch, shapes, seed=202))
-    return sorted(
-        key
-        for key, value in first.items()
-        if np.array_equal(_as_comparable(value), _as_comparable(second[key]))
+    constant: set[str] | None = None
+    for first_feeds, second_feeds in pairs:
+        first, second = reference(first_feeds), reference(second_feeds)
+        same = {
+            key
+            for key, value in first.items()
+            if np.array_equal(_as_comparable(value), _as_comparable(second[key]))
+        }
+        constant = same if constant is None else constant & same
+        if not constant:
+            break
+    return sorted(constant or ())
+
+
+def differs(first: Arrays, second: Arrays) -> bool:
+    """Whether two batches of inputs differ anywhere (a pair that does not proves nothing)."""
+    return any(
+        not np.array_equal(_as_comparable(first[k]), _as_comparable(second[k])) for k in first
     )

@@ -5,5 +5,8 @@
 - `detect.py`: the signature from the graph alone (inputs, ranked outputs, what is set aside).
 - `signature.py`: flags over the graph's own signature_def over detection, checked.
 - `shapes.py`: serving shapes for inputs the graph leaves unknown.
+- `assets.py`: vocabulary files the tables read, checked and shipped in assets/.
 - `export.py`: the SavedModel, with tables and initialisers wired into its init op.
+- `probes.py`: input values the graph knows (table keys, embedding ids) for verification.
+- `dependence.py`: the constant-output check, fed random values, probes and --sample.
 """

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from converters.ckpt.assets import asset_path, asset_tensors
 from converters.ckpt.loader import (
     CheckpointFiles,
     CheckpointReference,
@@ -40,6 +41,7 @@ class ExportSummary:
     outputs: dict[str, TensorDesc]
     replaced: dict[str, str]  # original tensor -> the new placeholder fed in its place
     variables: int
+    assets: tuple[str, ...] = ()  # vocabulary files copied into assets/
 
     def lines(self) -> list[str]:
         rows = []
@@ -50,6 +52,8 @@ class ExportSummary:
                 )
         for original, new in self.replaced.items():
             rows.append(f"  rewired {original} -> new placeholder {new}")
+        for path in self.assets:
+            rows.append(f"  asset  {path} (copied into assets/)")
         return rows
 
 
@@ -184,6 +188,8 @@ def export_checkpoint(
         restore_variables(session, saver, files)
         kept = _keep_serving_variables(graph, [*outputs.values()])
         serving_saver = v1.train.Saver(var_list=kept, sharded=True, allow_empty=True)
+        # Vocabulary files travel in assets/; loaders feed their new path to this op.
+        assets = asset_tensors(graph)
         # TF Serving restores variables, then runs this op and nothing else.
         init_op = tf.group(
             v1.tables_initializer(), v1.local_variables_initializer(), name="serving_init"
@@ -200,6 +206,7 @@ def export_checkpoint(
                 [SERVE_TAG],
                 signature_def_map={SIGNATURE_KEY: signature},
                 main_op=init_op,
+                assets_collection=assets,
                 clear_devices=True,
                 strip_default_attrs=True,
                 saver=serving_saver,
@@ -214,6 +221,7 @@ def export_checkpoint(
         {k: _desc(t) for k, t in outputs.items()},
         replaced,
         len(kept),
+        tuple(asset_path(t) for t in assets),
     )
 
 

@@ -39,6 +39,14 @@ iterator's output) is replaced by a new placeholder. An input of unknown shape g
 width the first MatMul, Conv, Reshape or set_shape fixes (--shape overrides). Verification
 refuses (exit 1) outputs that ignore the inputs or read no trained variable unless
 --allow-constant-output.
+
+String and integer inputs are verified with values the graph holds ("probes:" line): the
+keys of the lookup tables and vocabulary files the outputs read them through (plus one key
+no table holds), and ids within the rows of the embedding they index. An output is refused
+as constant only if those, two random batches and the --sample rows reordered all leave it
+unchanged; one named with --output is kept with a warning when a table's keys cannot be
+read and no --sample says otherwise. Vocabulary files are copied into the SavedModel's
+assets/, so the served model needs nothing outside the models folder.
 """
 
 
@@ -136,11 +144,19 @@ def build_parser() -> argparse.ArgumentParser:
         if action.dest == "name":  # --list needs no destination
             action.required = False
     verification = add_verify_flags(parser)
+    for action in verification._group_actions:
+        if action.dest == "sample":  # here it also feeds the constant-output check
+            action.help = (
+                "inputs to compare on (and, rows reordered, to show the outputs follow them): "
+                ".npz or .json mapping input names to arrays (default: random values, and for "
+                "string and id inputs the values the graph holds)"
+            )
     verification.add_argument(
         "--allow-constant-output",
         action="store_true",
         help="publish even if an output ignores the inputs or no trained variable is read "
-        "(refused by default: such a signature is almost always the wrong tensor)",
+        "(refused by default: such a signature is almost always the wrong tensor; the check "
+        "feeds random values, the keys of the graph's tables, and --sample if given)",
     )
     add_debug_flag(parser)
     return parser
@@ -203,7 +219,9 @@ def _convert(args: argparse.Namespace) -> int:
         return 0
 
     from converters.ckpt import export as ckpt_export
+    from converters.ckpt.assets import check_assets
     from converters.ckpt.detect import AmbiguousSignatureError
+    from converters.ckpt.probes import find_probes
     from converters.ckpt.signature import resolve
 
     try:
@@ -213,6 +231,8 @@ def _convert(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr)
         raise
     signature_shapes = ckpt_export.serving_shapes(plan, _with_inferred(graph, plan, shapes))
+    check_assets(graph)
+    probes = find_probes(graph, plan)
     print(f"signature: {ckpt_export.SIGNATURE_KEY} ({plan.source})")
     with staging_dir(dest) as staged:
         summary = ckpt_export.export_checkpoint(files, plan, staged, signature_shapes)
@@ -225,7 +245,11 @@ def _convert(args: argparse.Namespace) -> int:
         if args.no_verify:
             print("verify:    not checked (--no-verify)")
         else:
-            _verify(args, files, plan, staged, signature_shapes)
+            for line in probes.lines():
+                print(f"probes:    {line}")
+            _verify(
+                args, files, plan, staged, signature_shapes, probes=probes, explicit=set(outputs)
+            )
         publish_and_report(staged, dest, args.base_path)
     return 0
 
@@ -265,36 +289,53 @@ def _check_reads_variables(files, restored: int, allowed: bool) -> None:
     )
 
 
-def _verify(args, files, plan, staged: Path, signature_shapes: dict) -> None:
-    """Parity with the checkpoint at two batch sizes, then: do the outputs follow the inputs?"""
+def _verify(
+    args, files, plan, staged: Path, signature_shapes: dict, *, probes, explicit: set[str]
+) -> None:
+    """Parity with the checkpoint at two batch sizes, then: do the outputs follow the inputs?
+
+    Inputs the graph knows values for (table keys, embedding ids) are fed those, in both.
+    """
     from converters.ckpt import export as ckpt_export
-    from converters.verify import constant_outputs, signature_specs, verify_export
+    from converters.ckpt.dependence import build_trials, check_dependence
+    from converters.verify import DEFAULT_BATCH_SIZES, signature_specs, verify_export
 
     verify_shapes = {
         k: tuple(_UNKNOWN_DIM if d is None else d for d in s[1:])
         for k, s in signature_shapes.items()
         if s
     }
+    pools = probes.pools()
+    largest = max((len(p) for p in pools.values()), default=0)
+    batch_sizes = (1, max(DEFAULT_BATCH_SIZES[-1], largest))
     with ckpt_export.reference_fn(files, plan) as reference:
         run = ckpt_export.guarded(reference, plan)
         report = verify_export(
-            staged, run, sample=args.sample, atol=args.atol, shapes=verify_shapes
+            staged,
+            run,
+            sample=args.sample,
+            atol=args.atol,
+            shapes=verify_shapes,
+            pools=pools,
+            batch_sizes=batch_sizes,
         )
         print_verify_report(report)
         if args.allow_constant_output:
             print("verify:    constant outputs allowed (--allow-constant-output)")
             return
         specs = signature_specs(staged, ckpt_export.SIGNATURE_KEY)
-        constant = constant_outputs(run, specs, verify_shapes)
-    if constant:
-        names = ", ".join(f"{k} ({plan.outputs[k]})" for k in constant)
-        raise VerificationError(
-            f"output {names} does not change when the inputs change (two different random "
-            "batches gave identical values), so it would serve a constant; pick the "
-            "prediction with --output (see --list), or pass --allow-constant-output if that "
-            "is really meant"
+        trials = build_trials(specs, verify_shapes, probes, args.sample)
+        result = check_dependence(run, trials, probes, explicit)
+    for key, why in result.unproven.items():
+        print(
+            f"verify:    output {key} gave identical values, but {why}; kept because you "
+            "named it with --output"
         )
-    print("verify:    outputs follow the inputs (two random batches give different values)")
+    if result.constant:
+        raise result.error(plan)
+    proof = result.proof()
+    if proof:
+        print(f"verify:    {proof}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,15 +5,21 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 import tensorflow as tf
 
 from converters.cli import convert_ckpt
 from converters.models_config import ModelsConfig
 from converters.signatures import read_signatures
+from devtools.ckpt_models import VOCAB
+from devtools.savedmodels import start_graph_service
 
 v1 = tf.compat.v1
 CLI = Path(sys.executable).with_name("convert-ckpt")
@@ -33,6 +39,7 @@ def _run_checkpoint(prefix: Path, feeds: dict[str, object], fetch: str) -> np.nd
     with v1.Session(graph=tf.Graph()) as session:
         saver = v1.train.import_meta_graph(str(prefix) + ".meta")
         saver.restore(session, str(prefix))
+        session.run(v1.tables_initializer())
         return session.run(fetch, feeds)
 
 
@@ -339,3 +346,142 @@ def test_console_script_exit_codes(signature_ckpt, models_dir):
     assert "Traceback" not in bad.stderr
     assert not (models_dir / "sig2").exists()
     assert ModelsConfig.load(models_dir / "models.config").names() == ["other", "sig"]
+
+
+WORDS = ["apple", "cherry", "durian", "kiwi"]  # kiwi is in no vocabulary
+
+
+@contextmanager
+def _moved_away(path: Path) -> Iterator[None]:
+    """The file gone from where the graph recorded it, for the duration (then put back)."""
+    hidden = path.with_name(path.name + ".hidden")
+    path.rename(hidden)
+    try:
+        yield
+    finally:
+        hidden.rename(path)
+
+
+def test_string_vocabulary_converts_with_and_without_named_tensors(vocab_ckpt, models_dir, capsys):
+    base = [str(vocab_ckpt.folder), "--models-dir", str(models_dir)]
+    named = convert_ckpt.main(
+        [*base, "--name", "words", "--input", "words=words:0", "--output", "score=score:0"]
+    )
+    out = capsys.readouterr().out
+    assert named == 0, out
+    assert (
+        "probes:    words <- 'apple', 'banana', 'cherry', 'durian', '<unknown>' "
+        "(keys of table hash_table, 4 in all)" in out
+    )
+    assert "parity at batch sizes 1, 5" in out  # every key and the default, both loaders
+    assert "outputs follow the inputs" in out
+    detected = convert_ckpt.main([*base, "--name", "detected"])
+    out = capsys.readouterr().out
+    assert detected == 0, out
+    assert "signature: serving_default (detected)" in out
+    for name in ("words", "detected"):
+        assert _signature(models_dir / name / "1") == (
+            {"words": ("DT_STRING", [-1])},
+            {"score": ("DT_FLOAT", [-1])},
+        )
+
+
+def test_id_input_converts_and_verifies_within_its_embedding(id_ckpt, models_dir, capsys):
+    code = convert_ckpt.main(
+        [str(id_ckpt.folder), "--name", "items", "--models-dir", str(models_dir)]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out  # random ids 0..9 overran the 6-row embedding before
+    assert "probes:    item <- 0, 1, 2, 3, 4, … (6 values) (ids of items, 6 rows)" in out
+    assert "parity at batch sizes 1, 6" in out
+
+
+def test_vocabulary_file_travels_in_the_savedmodel_assets(vocab_file_ckpt, models_dir, capsys):
+    vocab_file = Path(vocab_file_ckpt.tensors["vocab_file"])
+    code = convert_ckpt.main(
+        [str(vocab_file_ckpt.folder), "--name", "filed", "--models-dir", str(models_dir)]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"  asset  {vocab_file} (copied into assets/)" in out
+    assert "(vocabulary file words.vocab of table hash_table, 4 keys)" in out
+    export = models_dir / "filed" / "1"
+    assert (export / "assets" / "words.vocab").read_bytes() == vocab_file.read_bytes()
+    expected = _run_checkpoint(
+        vocab_file_ckpt.prefix, {"words:0": np.array(WORDS, dtype=object)}, "score:0"
+    )
+    with _moved_away(vocab_file):  # the served model must not need the training machine's file
+        served = _serve_tf1(export, {"words": np.array(WORDS, dtype=object)})["score"]
+    np.testing.assert_allclose(served, expected, atol=1e-6)
+
+
+def test_missing_vocabulary_file_exits_2_and_writes_nothing(vocab_file_ckpt, models_dir, capsys):
+    vocab_file = Path(vocab_file_ckpt.tensors["vocab_file"])
+    with _moved_away(vocab_file):
+        code = convert_ckpt.main(
+            [str(vocab_file_ckpt.folder), "--name", "filed", "--models-dir", str(models_dir)]
+        )
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.splitlines() == [
+        f"convert-ckpt: error: table hash_table reads its vocabulary from {vocab_file}, which "
+        "is not there; put the file back at that path (the graph records it) and convert again"
+    ]
+    _untouched(models_dir, "filed")
+
+
+def _predict(server, model: str, instances: list) -> np.ndarray:
+    response = requests.post(
+        f"{server.url}/v1/models/{model}:predict", json={"instances": instances}, timeout=30
+    )
+    assert response.status_code == 200, response.text
+    return np.asarray(response.json()["predictions"], dtype=np.float32)
+
+
+def _wait_available(server, model: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = requests.get(f"{server.url}/v1/models/{model}", timeout=10)
+        if status.status_code == 200 and "AVAILABLE" in status.text:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{model} not AVAILABLE after {timeout} s: {server.log()[-2000:]}")
+
+
+@pytest.mark.slow
+def test_graph_service_serves_the_tables_scores_from_the_models_folder_alone(
+    vocab_ckpt, vocab_file_ckpt, id_ckpt, tmp_path
+):
+    """What users see: the converted models answer known words with the checkpoint's own
+    scores, unknown words with the default bucket's, ids with their rows'."""
+    models_dir = tmp_path / "models"
+    for ckpt, name in ((vocab_ckpt, "words"), (vocab_file_ckpt, "filed"), (id_ckpt, "items")):
+        argv = [str(ckpt.folder), "--name", name, "--models-dir", str(models_dir)]
+        assert convert_ckpt.main(argv) == 0
+    words = np.array(WORDS, dtype=object)
+    expected = {
+        "words": _run_checkpoint(vocab_ckpt.prefix, {"words:0": words}, "score:0"),
+        "filed": _run_checkpoint(vocab_file_ckpt.prefix, {"words:0": words}, "score:0"),
+        "items": _run_checkpoint(id_ckpt.prefix, {"item:0": np.arange(6)}, "score:0"),
+    }
+    embedding = tf.train.load_variable(str(vocab_ckpt.prefix), "embedding")
+    kernel = tf.train.load_variable(str(vocab_ckpt.prefix), "score/kernel")
+    default_score = (embedding[len(VOCAB)] @ kernel)[0]
+    with _moved_away(Path(vocab_file_ckpt.tensors["vocab_file"])):
+        server = start_graph_service(models_dir / "models.config", tmp_path / "logs")
+        try:
+            for name in ("filed", "items"):
+                _wait_available(server, name)
+            served = {
+                "words": _predict(server, "words", WORDS),
+                "filed": _predict(server, "filed", WORDS),
+                "items": _predict(server, "items", list(range(6))),
+            }
+        finally:
+            server.stop()
+    for name, scores in served.items():
+        np.testing.assert_allclose(scores, expected[name], atol=1e-6, err_msg=name)
+    known = served["words"][:3]
+    assert len(set(known.tolist())) == 3  # apple, cherry, durian: three different scores
+    assert served["words"][3] == pytest.approx(default_score, abs=1e-6)  # kiwi: the default
+    assert len(set(served["items"].tolist())) == 6
