@@ -188,9 +188,9 @@ def _pip_failure(lines: list[str], sklearn_version: str) -> str:
     errors = [line.removeprefix("ERROR: ").strip() for line in lines if line.startswith("ERROR")]
     text = " ".join(lines)
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
-    if re.search(
-        r"NewConnectionError|Temporary failure in name resolution|Network is unreachable", text
-    ):
+    # "(from versions: none)": the index offered no scikit-learn at all, so it was not reached.
+    unreachable = r"NewConnectionError|name resolution|Network is unreachable|from versions: none"
+    if re.search(unreachable, text):
         return (
             f"cannot create the scikit-learn {sklearn_version} build environment: the package "
             "index is not reachable (pip: network error); run the compile step where it is, or "
