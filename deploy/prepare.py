@@ -12,6 +12,11 @@ Runs in the image built from Dockerfile.convert (the converters' dependency grou
    with convert-h5 from artifacts/model.h5 next to pipelines.yaml; the converter's summary is
    printed. Anything already there is reused, so a second `up` starts in seconds.
 4. `models-config check` must pass, so TF Serving never starts on an empty or half-written folder.
+5. pipelines: `logic-service compile` compiles each pipeline into the pipelines folder
+   (compiled/NAME/), in the scikit-learn that pickled its artifacts (another release's build
+   environment is made once under $KIT_BUILD_CACHE, the `build-envs` volume in compose), so the
+   logic tier serves them without unpickling anything. A pipeline that cannot be compiled
+   fails the step with the compiler's one line each, as any other failure here does.
 
 Every failure is one line on stderr and a non-zero exit (2: bad input, else the tool's own code),
 which makes compose stop the stack before `graph` starts.
@@ -172,6 +177,13 @@ def check_models(models: Path) -> None:
     )
 
 
+def compile_pipelines(config: Path) -> None:
+    run(
+        [tool("logic-service"), "compile", "--config", str(config)],
+        f"compiling the pipelines of {config}",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prepare",
@@ -207,6 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ensure_artifacts(config, pipelines, args.own)
         ensure_models(args.models, config, pipelines)
         check_models(args.models)
+        compile_pipelines(config)
     except PrepareError as exc:
         sys.stderr.write(f"prepare: error: {exc}\n")
         return exc.code

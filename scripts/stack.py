@@ -1,6 +1,7 @@
 """Run both tiers on this machine without Docker, from the same files docker compose uses.
 
-`up`   trains the example if its artifacts are missing, converts model.h5 into models/, starts
+`up`   trains the example if its artifacts are missing, converts model.h5 into models/,
+       compiles the pipelines (`logic-service compile`, when a build is missing or stale), starts
        graph-service and logic-service (gunicorn), waits for /ready, prints a curl to try and
        serves until Ctrl-C (or SIGTERM), then stops both, logic tier first.
 `demo` does the same start, posts every request in the example's requests/ folder, prints the
@@ -199,6 +200,36 @@ def ensure_converted(settings: Settings, name: str) -> None:
             str(settings.models_dir),
         ],
         settings.run_dir / "convert.log",
+    )
+
+
+def needs_compiling(settings: Settings) -> bool:
+    """Compile when a pipeline has no build, or its build no longer matches its sources."""
+    from logic_service.config import load_config
+    from logic_service.errors import LogicError
+    from logic_service.pipeline.bundle import REPORT, bundle_dir, check_fresh, read_bundle
+
+    try:
+        config = load_config(settings.pipelines)
+        for spec in config.pipelines.values():
+            if spec.preprocess is not None or spec.engine == "sklearn":
+                continue
+            folder = bundle_dir(config, spec.name)
+            if not (folder / REPORT).is_file():
+                return True
+            check_fresh(read_bundle(folder), spec, config)
+    except LogicError:
+        return True
+    return False
+
+
+def ensure_compiled(settings: Settings) -> None:
+    if not needs_compiling(settings):
+        return
+    run_step(
+        f"compiling the pipelines of {display(settings.pipelines)}",
+        [script("logic-service"), "compile", "--config", str(settings.pipelines)],
+        settings.run_dir / "compile.log",
     )
 
 
@@ -426,6 +457,7 @@ def run(command: str, settings: Settings) -> int:
     try:
         ensure_artifacts(settings)
         ensure_converted(settings, name)
+        ensure_compiled(settings)
         start_stack(settings, name, children, signals)
         if command == "demo":
             demo(settings)

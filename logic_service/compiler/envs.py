@@ -80,6 +80,12 @@ def requirements(sklearn_version: str) -> tuple[str, ...]:
     return (f"scikit-learn=={sklearn_version}", *stack, *CONVERSION_STACK)
 
 
+def serving_requirements(sklearn_version: str) -> tuple[str, ...]:
+    """What a logic tier serving pickles of `sklearn_version` itself needs instead of its own
+    scikit-learn stack (Dockerfile.logic's SKLEARN_VERSION build argument installs these)."""
+    return requirements(sklearn_version)[: 1 + len(_NUMPY1_STACK)]
+
+
 def env_dir(sklearn_version: str, root: Path | None = None) -> Path:
     """Where the environment for this version and this Python lives in the cache."""
     pins = requirements(sklearn_version)
@@ -230,3 +236,31 @@ def _probe(python: Path) -> dict[str, str] | None:
 def _last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else "no output"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m logic_service.compiler.envs --serving-pins 1.3.2`: the pins, a requirements
+    file (one per line) on stdout."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m logic_service.compiler.envs",
+        description="Print the pinned packages for a scikit-learn release (build environments "
+        "and Dockerfile.logic's SKLEARN_VERSION).",
+    )
+    parser.add_argument("version", help="a scikit-learn release, e.g. 1.3.2")
+    parser.add_argument(
+        "--serving-pins",
+        action="store_true",
+        help="only what serving its pickles needs (scikit-learn, numpy, scipy, pandas)",
+    )
+    args = parser.parse_args(argv)
+    if not re.fullmatch(r"\d+\.\d+(\.\d+)?", args.version):
+        parser.error(f"{args.version!r} is not a scikit-learn release such as 1.3.2")
+    pins = serving_requirements(args.version) if args.serving_pins else requirements(args.version)
+    sys.stdout.write("".join(f"{pin}\n" for pin in pins))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -75,6 +75,10 @@ def test_first_run_trains_converts_and_checks(volumes: tuple[Path, Path, Run]) -
     assert (models / "credit" / "1" / "saved_model.pb").exists()
     assert 'name: "credit"' in (models / "models.config").read_text()
     assert 'base_path: "/models/credit"' in (models / "models.config").read_text()
+    # ... and the pipeline is compiled into the pipelines volume, after the models check.
+    assert run.stdout.index("compiling the pipelines") > run.stdout.index("checking models.config")
+    assert "credit: compiled in scikit-learn" in run.stdout
+    assert (pipelines / "compiled" / "credit" / "report.json").is_file()
 
 
 def test_what_prepare_writes_is_readable_by_the_serving_users(

@@ -138,8 +138,12 @@ def test_up_trains_converts_and_prints_a_curl_to_try(running: Running) -> None:
     assert (running.work / "models" / "credit" / "1" / "saved_model.pb").exists()
     assert 'name: "credit"' in (running.work / "models" / "models.config").read_text()
     assert f"curl -s -X POST {running.logic_url}/get_score" in running.text()
-    for log in ("train.log", "convert.log", "graph.log", "logic.log"):
+    for log in ("train.log", "convert.log", "compile.log", "graph.log", "logic.log"):
         assert (running.work / "run" / log).exists(), f"no {log}"
+    # The pipeline is served from its compiled build: nothing unpickled in the logic tier.
+    info = requests.get(f"{running.logic_url}/pipelines", timeout=10).json()["data"]
+    engine = info["pipelines"][0]["engine"]
+    assert engine["name"] == "onnx" and "nothing unpickled" in engine["reason"], engine
 
 
 def test_get_score_answers_with_the_converted_keras_model(running: Running) -> None:
