@@ -53,9 +53,10 @@ class TinyGraphTier:
     answers 400 with TF Serving's error body, `echo` sums each row, `picky` sums each row after
     `picky_delay` seconds but refuses the whole call (400) when any value exceeds 1000, as a
     graph refuses a batch for one bad row; `cut` announces a body and closes the connection
-    a few bytes into it. The real graph-service
-    covers the happy path; this one exists because a real server cannot be made slow or
-    wrong on demand.
+    a few bytes into it. `freeze()` holds every request (accepted, not answered) until
+    `thaw()`, as a stopped process does, without stopping the test process. The real
+    graph-service covers the happy path; this one exists because a real server cannot be made
+    slow or wrong on demand.
     """
 
     def __init__(self, n_features: int, port: int | None = None, delay: float = 3.0) -> None:
@@ -77,6 +78,18 @@ class TinyGraphTier:
         self.dropped = 0
         self._sockets: list[socket.socket] = []
         self._server: ThreadingHTTPServer | None = None
+        self._thawed = threading.Event()
+        self._thawed.set()
+
+    def freeze(self) -> None:
+        """Hold every request from now on (and those arriving) until `thaw()`."""
+        self._thawed.clear()
+
+    def thaw(self) -> None:
+        self._thawed.set()
+
+    def wait_thawed(self) -> None:
+        self._thawed.wait()
 
     def start(self) -> TinyGraphTier:
         tier = self
@@ -100,6 +113,7 @@ class TinyGraphTier:
 
     def stop(self) -> None:
         """Stop listening and drop open keep-alive connections, as a dead process would."""
+        self.thaw()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -133,6 +147,7 @@ def _handler(tier: TinyGraphTier) -> Callable[..., BaseHTTPRequestHandler]:
             return name if name in known else None
 
         def do_GET(self) -> None:
+            tier.wait_thawed()
             name = self._model()
             if name is None:
                 self._send(404, {"error": f"Servable not found for request: Latest({self.path})"})
@@ -171,6 +186,7 @@ def _handler(tier: TinyGraphTier) -> Callable[..., BaseHTTPRequestHandler]:
                 )
 
         def do_POST(self) -> None:
+            tier.wait_thawed()
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             served = getattr(self, "_served", 0)
             self._served = served + 1

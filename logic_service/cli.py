@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
   LOGIC_GRAPH_CONCURRENCY      the graph client (graph calls in flight per target and worker)
   LOGIC_BATCHING, LOGIC_MAX_BATCH_ROWS, LOGIC_MAX_BATCH_WAIT_MS   micro-batching into the graph
   LOGIC_BREAKER_FAILURES, LOGIC_BREAKER_RESET_SECONDS             circuit breaker per graph target
+  LOGIC_OVERDUE_FACTOR, LOGIC_OVERDUE_FLOOR_MS, LOGIC_OVERDUE_MIN_CALLS
+                               a graph call still in flight after max(FLOOR_MS (1000),
+                               FACTOR (10; 0 = off) x p99 of the last 256 answered calls)
+                               opens the breaker, once MIN_CALLS (20) have been answered
   LOGIC_ACCESS_LOG             gunicorn's access log: off (one JSON line per request is
                                written anyway); - writes it to stderr as well
   LOGIC_MAX_CONTENT_LENGTH, LOGIC_JSON_LOGS, LOGIC_GRACEFUL_TIMEOUT,

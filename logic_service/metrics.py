@@ -88,6 +88,14 @@ class Metrics:
             ["target", "outcome"],
             registry=self.registry,
         )
+        self.breaker_events = Counter(
+            "logic_graph_breaker_events",
+            "Breaker openings and probes per graph target: opened_overdue (a call in flight "
+            "past its overdue limit), opened_failures (failures in a row), probe_answered, "
+            "probe_timeout, probe_unreachable.",
+            ["target", "event"],
+            registry=self.registry,
+        )
         self.breaker_state = Gauge(
             "logic_graph_breaker_state",
             "Circuit breaker per graph target: 0 closed, 1 half-open, 2 open (worst worker).",
@@ -124,6 +132,9 @@ class Metrics:
         if child is None:
             child = self._calls[key] = self.graph_calls.labels(target, outcome)
         child.inc()
+
+    def count_breaker_event(self, target: str, event: str) -> None:
+        self.breaker_events.labels(target, event).inc()
 
     def set_breaker_state(self, target: str, state: int) -> None:
         self.breaker_state.labels(target).set(state)

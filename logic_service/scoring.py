@@ -193,6 +193,8 @@ class Scorer:
                 if metrics
                 else None,
                 count_call=metrics.count_graph_call if metrics else None,
+                overdue=settings.overdue_rule,
+                count_breaker_event=metrics.count_breaker_event if metrics else None,
             )
             if metrics is not None:
                 metrics.set_breaker_state(key.label, 0)

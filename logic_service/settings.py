@@ -17,6 +17,7 @@ from pathlib import Path
 
 from logic_service.errors import ConfigError
 from logic_service.graph.client import validate_url
+from logic_service.graph.overdue import OverdueRule
 
 DEFAULT_MAX_CONTENT_LENGTH = 8 * 1024 * 1024
 _TRUE = {"1", "true", "yes", "on"}
@@ -53,6 +54,15 @@ class Settings:
     graph_concurrency: int = 1  # graph calls in flight per target and worker process
     breaker_failures: int = 5  # 0 turns the breaker off
     breaker_reset_seconds: float = 5.0
+    # A graph call in flight past max(floor, factor x recent p99) opens the breaker
+    # (logic_service/graph/overdue.py); factor 0 turns that off.
+    overdue_factor: float = 10.0
+    overdue_floor_seconds: float = 1.0
+    overdue_min_calls: int = 20
+
+    @property
+    def overdue_rule(self) -> OverdueRule:
+        return OverdueRule(self.overdue_factor, self.overdue_floor_seconds, self.overdue_min_calls)
 
     @classmethod
     def from_env(
@@ -89,6 +99,10 @@ class Settings:
             graph_concurrency=_integer(env, "LOGIC_GRAPH_CONCURRENCY", 1, minimum=1),
             breaker_failures=_integer(env, "LOGIC_BREAKER_FAILURES", 5, minimum=0),
             breaker_reset_seconds=_number(env, "LOGIC_BREAKER_RESET_SECONDS", 5.0, positive=True),
+            overdue_factor=_overdue_factor(env),
+            overdue_floor_seconds=_number(env, "LOGIC_OVERDUE_FLOOR_MS", 1000.0, positive=True)
+            / 1000.0,
+            overdue_min_calls=_integer(env, "LOGIC_OVERDUE_MIN_CALLS", 20, minimum=1),
         )
 
 
@@ -103,6 +117,16 @@ def _check_server_env(env: Mapping[str, str]) -> None:
         raise ConfigError(
             f"LOGIC_LOG_LEVEL={level!r} is not one of {', '.join(sorted(_LOG_LEVELS))}"
         )
+
+
+def _overdue_factor(env: Mapping[str, str]) -> float:
+    value = _number(env, "LOGIC_OVERDUE_FACTOR", 10.0)
+    if 0 < value < 2:
+        raise ConfigError(
+            f"LOGIC_OVERDUE_FACTOR={env['LOGIC_OVERDUE_FACTOR']!r} must be 0 (off) or at least 2: "
+            "a graph call is overdue at this multiple of its recent p99 latency (default 10)"
+        )
+    return value
 
 
 def _number(env: Mapping[str, str], name: str, default: float, *, positive: bool = False) -> float:

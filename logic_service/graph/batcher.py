@@ -154,6 +154,16 @@ class Batcher:
     def queued(self) -> int:
         return len(self._queue)
 
+    def fail_queued(self, error: LogicError) -> int:
+        """Answer every queued request with `error` now (the target's breaker opened: the
+        call slot they wait for may never come free). Batches in flight are left alone."""
+        with self._cond:
+            queued, self._queue = self._queue, deque()
+            _fail(
+                queued, error
+            )  # under the lock: a waiter at its deadline must not see them queued
+        return len(queued)
+
     def _start_senders(self) -> None:
         """Sender threads of this process (threads do not survive gunicorn's fork)."""
         pid = os.getpid()

@@ -66,6 +66,10 @@ class GraphCallTimeoutError(GraphTimeoutError):
         self.allowed = allowed
 
 
+class GraphBrokeOffError(GraphRejectedError):
+    """The connection failed after the request was sent (reset, cut off, unreadable)."""
+
+
 class GraphContractError(GraphRejectedError):
     """The graph refused the request because it no longer matches the cached signature."""
 
@@ -194,7 +198,7 @@ class GraphClient:
                     self._discard_idle()
                     log.info("graph connection dropped (%s); retrying once", _reason(error))
                     continue
-                raise GraphRejectedError(
+                raise GraphBrokeOffError(
                     f"graph tier at {self.base_url} broke off {method} {path} ({_reason(error)})"
                 ) from None
             self._checkin(conn, reusable)

@@ -6,6 +6,10 @@ pipelines: the signature cache (one fetch serves every waiting thread, a failure
 remembered briefly, a refresh only when the graph says the request no longer fits the
 signature), the circuit breaker, and the batcher that turns concurrent requests into one
 `:predict`. Request threads shape and check their own rows here before they join a batch.
+
+Every graph call is tracked while in flight (overdue.py): the watchdog opens the breaker
+when one is overdue, the prober closes it again (prober.py), and on opening the requests
+queued behind the stuck call are answered 503 at once.
 """
 
 from __future__ import annotations
@@ -30,8 +34,9 @@ from logic_service.errors import (
     LogicError,
 )
 from logic_service.graph.batcher import Batcher, Entry, Observe
-from logic_service.graph.breaker import Breaker
+from logic_service.graph.breaker import Breaker, BreakerOpenError
 from logic_service.graph.client import (
+    GraphBrokeOffError,
     GraphCallTimeoutError,
     GraphClient,
     GraphConnectError,
@@ -43,6 +48,8 @@ from logic_service.graph.codecs import (
     decode_signature,
     encode_predict_request,
 )
+from logic_service.graph.overdue import CallTracker, Overdue, OverdueRule
+from logic_service.graph.prober import ANSWERED, TIMEOUT, UNREACHABLE, Prober, Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,7 @@ FAILURE_MEMORY_SECONDS = 1.0
 # (or its whole configured limit): a caller's own 50 ms budget says nothing about the graph.
 BREAKER_MIN_TIMEOUT = 1.0
 _MAX_FORWARDED_IDS = 16
+PROBE_REQUEST_ID = "breaker-probe"
 
 
 @dataclass(frozen=True)
@@ -179,6 +187,8 @@ class RemoteTarget:
         on_breaker_change: Callable[[str, int], None] | None = None,
         observe_batch: Observe | None = None,
         count_call: Callable[[str, str], None] | None = None,
+        overdue: OverdueRule | None = None,
+        count_breaker_event: Callable[[str, str], None] | None = None,
     ) -> None:
         self.key = key
         self.label = key.label
@@ -191,7 +201,25 @@ class RemoteTarget:
             on_change=(lambda state: on_breaker_change(self.label, state))
             if on_breaker_change
             else None,
+            on_open=self._opened,
         )
+        self._count_event = count_breaker_event
+        self.calls = CallTracker(overdue or OverdueRule())
+        self.watchdog = (
+            Watchdog(key.label, self.calls, self.breaker, self._overdue)
+            if self.calls.rule.enabled and self.breaker.enabled
+            else None
+        )
+        self.prober = Prober(
+            key.label,
+            self.breaker,
+            self._probe,
+            client.read_timeout,
+            on_outcome=lambda outcome: self._event(f"probe_{outcome}"),
+        )
+        # The inputs of the last answered call (and whether they are one row per record):
+        # what a probe sends, so a probe asks the model itself, not only the server.
+        self._last_answered: tuple[Any, bool] | None = None
         policy = policy or BatchPolicy()
         self.batcher = Batcher(
             key.label,
@@ -284,28 +312,35 @@ class RemoteTarget:
             )
         body = encode_predict_request(self.key.signature_name, inputs)
         self.breaker.before_call()
+        if self.watchdog is not None:
+            self.watchdog.ensure_running()
         ids = [entry.request_id for entry in entries[:_MAX_FORWARDED_IDS] if entry.request_id]
+        call = self.calls.begin()
+        answered = False
         try:
             raw = self.client.predict(
                 self.key.path, body, request_id=",".join(ids), timeout=timeout
             )
+            answered = True
         except GraphConnectError:
             self._outcome("unreachable")
             self.breaker.failure()
             raise
         except GraphCallTimeoutError as error:
             self._outcome("timeout")
+            # A timeout says something about the graph only when the call had time enough.
             if error.allowed >= min(BREAKER_MIN_TIMEOUT, max(e.call_limit for e in entries)):
                 self.breaker.failure()
-            else:
-                self.breaker.release_probe()
             raise
         except LogicError:
             self._outcome("error")
             self.breaker.success()  # the graph answered: it is up
             raise
+        finally:
+            self.calls.end(call, answered)
         self.breaker.success()
         self._outcome("ok")
+        self._last_answered = (first.inputs, isinstance(first.key, tuple))
         output = first.key[0] if isinstance(first.key, tuple) else None
         outputs = decode_predict_response(raw, output)
         return split_outputs(outputs, [entry.rows for entry in entries], self.label)
@@ -313,6 +348,48 @@ class RemoteTarget:
     def _outcome(self, outcome: str) -> None:
         if self._count_call is not None:
             self._count_call(self.label, outcome)
+
+    # --- breaker: opened by an overdue call, closed by a probe ----------------------------
+
+    def _overdue(self, verdict: Overdue) -> None:
+        """The watchdog's verdict: open the breaker while the call is still in flight."""
+        if self.breaker.trip(verdict.reason()):
+            log.warning("graph %s: %s; breaker opened", self.label, verdict.reason())
+
+    def _opened(self, error: BreakerOpenError) -> None:
+        """The breaker opened (any reason): answer the queue now, probe in the background."""
+        self._event(f"opened_{self.breaker.cause}")
+        answered = self.batcher.fail_queued(error)
+        if answered:
+            log.info("graph %s: %d queued request(s) answered 503", self.label, answered)
+        self.prober.start()
+
+    def _probe(self, timeout: float) -> str:
+        """One probe call: the last answered inputs (one row) to :predict, or, before any
+        call was answered, the model's metadata. Any answer at all means the graph is up."""
+        remembered = self._last_answered
+        try:
+            if remembered is None:
+                self.client.metadata(self.key.path, timeout=timeout, request_id=PROBE_REQUEST_ID)
+            else:
+                inputs, row_aligned = remembered
+                if row_aligned:
+                    inputs = {name: array[:1] for name, array in inputs.items()}
+                body = encode_predict_request(self.key.signature_name, inputs)
+                self.client.predict(
+                    self.key.path, body, request_id=PROBE_REQUEST_ID, timeout=timeout
+                )
+        except GraphCallTimeoutError:
+            return TIMEOUT
+        except (GraphConnectError, GraphBrokeOffError):
+            return UNREACHABLE
+        except LogicError:
+            return ANSWERED  # an error from the graph is still an answer
+        return ANSWERED
+
+    def _event(self, event: str) -> None:
+        if self._count_event is not None:
+            self._count_event(self.label, event)
 
     # --- signature and readiness ----------------------------------------------------------
 
@@ -355,6 +432,7 @@ class RemoteTarget:
             "signature_read": self.signatures.ever_read,
             "breaker": self.breaker.snapshot(),
             "queued": self.batcher.queued(),
+            "calls": self.calls.snapshot(),
         }
         if not self.signatures.ever_read and self.signatures.last_error:
             info["last_error"] = self.signatures.last_error

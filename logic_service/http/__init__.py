@@ -2,6 +2,7 @@
 
 - `gunicorn.conf.py`: the server's settings (workers, threads, timeouts, pinning, hooks).
 - `worker.py`: gunicorn's gthread worker plus probe lanes, a refusing drain, the linger.
+- `gunicorn_check.py`: refuses at start a gunicorn lacking the gthread internals the worker uses.
 - `score_endpoint.py`: `POST /get_score` as plain WSGI in front of Flask (the hot path).
 - `codecs.py`: the `/get_score` body and the `{"msg", "code", "data"}` envelope.
 - `request_log.py`: request ids and the one JSON log line per request.

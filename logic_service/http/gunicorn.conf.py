@@ -10,6 +10,8 @@ import shutil
 import sys
 import tempfile
 
+from logic_service.http.gunicorn_check import gunicorn_problem, untested_version
+
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -40,6 +42,15 @@ def _one_of(name: str, default: str, choices: tuple[str, ...]) -> str:
         _fail(f"{name}={value!r} must be one of {', '.join(choices)}")
     return value
 
+
+# The worker below builds on gthread's internals: refuse a gunicorn that lacks them now, in one
+# line, rather than on the first request (logic_service/http/gunicorn_check.py).
+_gunicorn_problem = gunicorn_problem()
+if _gunicorn_problem:
+    _fail(_gunicorn_problem)
+_gunicorn_warning = untested_version()
+if _gunicorn_warning:
+    sys.stderr.write(f"logic-service: warning: {_gunicorn_warning}\n")
 
 # Defaults from `make bench-logic` on a 2-core box: 2 processes (one per core) x 8 threads.
 # A thread mostly waits on the graph tier, and the requests a process has in flight are what

@@ -214,6 +214,8 @@ def test_help_and_usage_errors(capsys) -> None:
     assert (
         result.returncode == 0 and "--config" in result.stdout and "LOGIC_CONFIG" in result.stdout
     )
+    for name in ("LOGIC_OVERDUE_FACTOR", "LOGIC_OVERDUE_FLOOR_MS", "LOGIC_OVERDUE_MIN_CALLS"):
+        assert name in result.stdout
     with pytest.raises(SystemExit) as error:
         main(["--workers", "0", "--config", "x.yaml"])
     assert error.value.code == 2

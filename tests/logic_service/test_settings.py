@@ -10,6 +10,7 @@ import pytest
 
 from devtools.servers import free_port, script
 from logic_service.errors import ConfigError
+from logic_service.graph.overdue import OverdueRule
 from logic_service.settings import Settings
 
 
@@ -64,6 +65,21 @@ def test_batching_breaker_and_deadline_settings_from_env() -> None:
     assert (defaults.breaker_failures, defaults.request_timeout) == (5, 10.0)
 
 
+def test_overdue_rule_settings_from_env() -> None:
+    settings = Settings.from_env(
+        {
+            "LOGIC_CONFIG": "a.yaml",
+            "LOGIC_OVERDUE_FACTOR": "4",
+            "LOGIC_OVERDUE_FLOOR_MS": "250",
+            "LOGIC_OVERDUE_MIN_CALLS": "50",
+        }
+    )
+    assert settings.overdue_rule == OverdueRule(factor=4.0, floor=0.25, min_calls=50)
+    assert Settings.from_env({"LOGIC_CONFIG": "a.yaml"}).overdue_rule == OverdueRule(10.0, 1.0, 20)
+    off = Settings.from_env({"LOGIC_CONFIG": "a.yaml", "LOGIC_OVERDUE_FACTOR": "0"})
+    assert not off.overdue_rule.enabled
+
+
 @pytest.mark.parametrize(
     ("name", "value", "needle"),
     [
@@ -81,6 +97,10 @@ def test_batching_breaker_and_deadline_settings_from_env() -> None:
         ("LOGIC_BIND", "5000", "HOST:PORT"),
         ("LOGIC_LOG_LEVEL", "loud", "LOGIC_LOG_LEVEL"),
         ("LOGIC_GRAPH_CONNECT_TIMEOUT", "nan", "finite"),
+        ("LOGIC_OVERDUE_FACTOR", "1.5", "must be 0 (off) or at least 2"),
+        ("LOGIC_OVERDUE_FACTOR", "-1", "must not be negative"),
+        ("LOGIC_OVERDUE_FLOOR_MS", "0", "greater than 0"),
+        ("LOGIC_OVERDUE_MIN_CALLS", "0", "must be at least 1"),
     ],
 )
 def test_every_bad_value_is_one_line_naming_it(name: str, value: str, needle: str) -> None:
@@ -95,6 +115,7 @@ def test_every_bad_value_is_one_line_naming_it(name: str, value: str, needle: st
         ({"GRAPH_SERVICE_URL": "graph:8501"}, "GRAPH_SERVICE_URL='graph:8501' is not an http(s)"),
         ({"LOGIC_THREADS": "four"}, "LOGIC_THREADS='four'"),
         ({"LOGIC_BATCHING": "sometimes"}, "LOGIC_BATCHING='sometimes'"),
+        ({"LOGIC_OVERDUE_FACTOR": "1"}, "LOGIC_OVERDUE_FACTOR='1' must be 0 (off) or at least 2"),
     ],
 )
 @pytest.mark.parametrize("check", [True, False])

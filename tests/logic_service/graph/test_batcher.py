@@ -19,7 +19,9 @@ import requests
 from devtools.logic_tier import start_logic_service
 from devtools.savedmodels import dense_reference, start_graph_service, write_dense_savedmodel
 from devtools.sklearn_artifacts import credit_records
-from logic_service.graph.batcher import Signal
+from logic_service.deadline import Deadline
+from logic_service.errors import GraphUnavailableError
+from logic_service.graph.batcher import Batcher, Entry, Signal
 
 CLIENTS = 16
 
@@ -179,3 +181,32 @@ def test_signal_wakes_its_waiter_once_set_and_times_out_otherwise() -> None:
     waiter.join(10)
     assert results == [True]
     assert done.wait(0) and done.wait(1) and done.is_set()
+
+
+def test_fail_queued_answers_the_queue_at_once_and_leaves_the_call_in_flight() -> None:
+    """What a breaker opening does to a target's queue: the requests waiting for the stuck
+    call's slot get the error now; the request riding in that call keeps waiting for it."""
+    release = threading.Event()
+
+    def send(entries):
+        release.wait(10)
+        return [entry.rows for entry in entries]
+
+    batcher = Batcher("t", send, slots=1)
+
+    def entry() -> Entry:
+        return Entry({}, 1, "k", Deadline(10), 10, "id")
+
+    with ThreadPoolExecutor(3) as pool:
+        in_flight = pool.submit(batcher.submit, entry())
+        time.sleep(0.2)  # it took the only slot
+        queued = [pool.submit(batcher.submit, entry()) for _ in range(2)]
+        time.sleep(0.2)
+        assert batcher.queued() == 2
+        assert batcher.fail_queued(GraphUnavailableError("graph t is failing")) == 2
+        for future in queued:
+            with pytest.raises(GraphUnavailableError, match="graph t is failing"):
+                future.result(timeout=1)
+        assert batcher.queued() == 0 and not in_flight.done()
+        release.set()
+        assert in_flight.result(timeout=5) == 1

@@ -20,7 +20,7 @@ import requests
 from devtools.logic_tier import TinyGraphTier, start_logic_service
 from devtools.sklearn_artifacts import credit_records
 from logic_service.errors import GraphRejectedError
-from logic_service.graph.target import FAILURE_MEMORY_SECONDS, split_outputs
+from logic_service.graph.target import FAILURE_MEMORY_SECONDS, PROBE_REQUEST_ID, split_outputs
 
 
 def _width(sklearn_artifacts) -> int:
@@ -154,6 +154,10 @@ def test_breaker_opens_fails_fast_and_closes_after_a_probe(sklearn_artifacts, tm
         ready = requests.get(server.url + "/ready", timeout=2).json()
         assert ready["data"]["graph"]["echo"]["breaker"]["state"] == "closed"
         assert _metric(server, "logic_graph_breaker_state", target="echo") == 0
+        # The probe was the target's own call (the last answered row), not a caller's request.
+        assert PROBE_REQUEST_ID in tier.request_ids
+        assert _metric(server, "logic_graph_breaker_events_total", event="probe_answered") == 1
+        assert _metric(server, "logic_graph_breaker_events_total", event="opened_failures") == 1
     finally:
         server.stop()
         tier.stop()
