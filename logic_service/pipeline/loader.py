@@ -159,7 +159,7 @@ def _compile(pipeline: Pipeline, samples: list[dict[str, Any]]) -> None:
     rows = [*samples, *generated_rows(contract)]
     # Both sides see every row: unknown categories go to the engines, which must agree on them.
     reference = Validator(
-        spec.name, pipeline.schema, max_rows=len(rows) or 1, unknown_categories="allow"
+        spec.name, pipeline.schema, contract, max_rows=len(rows) or 1, unknown_categories="allow"
     )
     compiled = Validator(
         spec.name,
