@@ -177,14 +177,15 @@ def compile_model(model: Any, method: str, width: int) -> CompiledModel:
 def _convert(obj: Any, initial: list[tuple[str, Any]], options: Any) -> bytes:
     from skl2onnx import convert_sklearn
 
-    from logic_service.pipeline.onnx_converters import custom_converters
+    from logic_service.pipeline import onnx_converters
 
     try:
         onnx_model = convert_sklearn(
             obj,
             initial_types=initial,
             options=options,
-            custom_conversion_functions=custom_converters(),
+            custom_conversion_functions=onnx_converters.custom_converters(),
+            custom_shape_calculators=onnx_converters.custom_shape_calculators(),
         )
     # skl2onnx raises whatever its converters raise (RuntimeError, NotImplementedError,
     # MissingShapeCalculator, TypeError, ...): any of them means "not compilable".
