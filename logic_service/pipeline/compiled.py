@@ -186,6 +186,7 @@ def _convert(obj: Any, initial: list[tuple[str, Any]], options: Any) -> bytes:
             options=options,
             custom_conversion_functions=onnx_converters.custom_converters(),
             custom_shape_calculators=onnx_converters.custom_shape_calculators(),
+            custom_parsers=onnx_converters.custom_parsers(),
         )
     # skl2onnx raises whatever its converters raise (RuntimeError, NotImplementedError,
     # MissingShapeCalculator, TypeError, ...): any of them means "not compilable".

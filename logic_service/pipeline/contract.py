@@ -20,7 +20,9 @@ from typing import Any
 import numpy as np
 
 FLOAT, INT64, STRING = "float", "int64", "string"
-_CONTRACT_ENCODERS = {"OneHotEncoder", "OrdinalEncoder"}
+_CONTRACT_ENCODERS = {"OneHotEncoder", "OrdinalEncoder", "LabelEncoder"}
+# Transformers that route named raw columns to branches (`transformers_`, `feature_names_in_`).
+_SIDE_BY_SIDE = {"ColumnTransformer", "Assembled"}
 NUMBER, CATEGORY, ANY = "number", "category", "any"
 _KIND_ENCODERS = {
     "OneHotEncoder",
@@ -177,10 +179,10 @@ def read_contract(obj: Any, schema: InputSchema) -> Contract:
 
 
 def _column_transformer(obj: Any) -> Any:
-    if type(obj).__name__ == "ColumnTransformer":
+    if type(obj).__name__ in _SIDE_BY_SIDE:
         return obj
     steps = getattr(obj, "steps", None)
-    if steps and type(steps[0][1]).__name__ == "ColumnTransformer":
+    if steps and type(steps[0][1]).__name__ in _SIDE_BY_SIDE:
         return steps[0][1]
     return None
 
@@ -226,7 +228,7 @@ def _walk(steps: list[Any], columns: list[ColumnContract]) -> None:
             _probe(columns, getattr(step, "statistics_", None))
             continue
         if kind in _CONTRACT_ENCODERS:
-            categories = getattr(step, "categories_", [])
+            categories = _categories(step) or []
             for column, known in zip(columns, categories, strict=False):
                 if column.categories is None:
                     column.categories = np.asarray(known).tolist()
@@ -294,12 +296,20 @@ def _marker(null_as: Any) -> frozenset[Any]:
     return frozenset([null_as]) if isinstance(null_as, str) else frozenset()
 
 
+def _categories(step: Any) -> list[Any] | None:
+    """An encoder's categories per column; a LabelEncoder's classes are one column's."""
+    categories = getattr(step, "categories_", None)
+    if categories is None and hasattr(step, "classes_"):
+        return [step.classes_]
+    return categories
+
+
 def _artifact_columns(obj: Any) -> list[tuple[str, str]]:
     names = getattr(obj, "feature_names_in_", None)
     if names is None:
         return []
     names = [str(name) for name in names]
-    if type(obj).__name__ == "ColumnTransformer" and hasattr(obj, "transformers_"):
+    if type(obj).__name__ in _SIDE_BY_SIDE and hasattr(obj, "transformers_"):
         kinds = {name: ANY for name in names}
         for _, transformer, selected in obj.transformers_:
             if isinstance(transformer, str):  # "drop" / "passthrough"
@@ -333,7 +343,7 @@ def _estimator_kind(obj: Any) -> str:
     for step in steps:
         name = type(step).__name__
         if name in _KIND_ENCODERS:
-            categories = getattr(step, "categories_", None)
+            categories = _categories(step)
             if categories is not None and all(
                 np.asarray(cats).dtype.kind in "iuf" for cats in categories
             ):

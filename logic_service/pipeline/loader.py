@@ -23,6 +23,7 @@ from logic_service.pipeline.artifacts import (
     load_artifact,
     resolve_hook,
 )
+from logic_service.pipeline.assembled import assembled_artifact
 from logic_service.pipeline.compiled import CompileError, compile_features, compile_model
 from logic_service.pipeline.contract import STRING, infer_schema, read_contract
 from logic_service.pipeline.parity import compare, generated_rows, load_samples
@@ -42,10 +43,14 @@ def _load_one(spec: PipelineSpec, config: ServiceConfig, glue: list[ModuleType])
     def load(ref: Any) -> LoadedArtifact:
         return load_artifact(ref, glue, config.skops_trusted)
 
+    where = f"{config.path}: pipeline {spec.name!r}"
     transformers = [load(ref) for ref in spec.transformers]
     artifacts = {key: load(ref) for key, ref in spec.artifacts.items()}
+    if spec.assemble:  # the parts are listed as artifacts; their assembly is the transformer
+        parts = [(part.columns, load(part.artifact)) for part in spec.assemble]
+        artifacts = {f"assemble[{i}]": item for i, (_, item) in enumerate(parts)}
+        transformers = [assembled_artifact(parts, config.path, where)]
     model = load(spec.model) if spec.model is not None else None
-    where = f"{config.path}: pipeline {spec.name!r}"
     if model is not None and not callable(getattr(model.obj, spec.method, None)):
         raise ConfigError(
             f"{where}: model {model.path.name} ({type(model.obj).__name__}) has no "

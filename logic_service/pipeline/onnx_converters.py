@@ -10,6 +10,8 @@ gets wrong. Each compiled pipeline still passes the parity gate before it serves
   categories (skl2onnx gives a fitted NaN category its index, not encoded_missing_value).
 - FunctionTransformer: func=None and the numpy ufuncs below; anything else (a lambda, a
   Python function) is refused naming it, so the pipeline falls back with that one line.
+- LabelEncoder, one column of an `assemble:` list: its codes as one float feature.
+- Assembled (`assemble:`): its parts side by side, each reading its own columns.
 
 A category column is one-hot encoded in fitted order as [N, K] indicators; drop, infrequent
 grouping and unknown handling are then one 0/1 matrix product, exact in float32.
@@ -39,21 +41,38 @@ _STRING, _INT, _FLOAT = "string", "int64", "float"
 def custom_converters() -> dict[type, Callable[..., None]]:
     """{class: converter} for `convert_sklearn(custom_conversion_functions=...)`."""
     from sklearn.impute import SimpleImputer
-    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder
+    from sklearn.preprocessing import (
+        FunctionTransformer,
+        LabelEncoder,
+        OneHotEncoder,
+        OrdinalEncoder,
+    )
 
     return {
         SimpleImputer: _simple_imputer,
         OneHotEncoder: _one_hot_encoder,
         OrdinalEncoder: _ordinal_encoder,
         FunctionTransformer: _function_transformer,
+        LabelEncoder: _label_encoder,
     }
 
 
 def custom_shape_calculators() -> dict[type, Callable[..., None]]:
     """{class: shape calculator} where skl2onnx's output width or type is wrong or refuses."""
-    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
+    from sklearn.preprocessing import FunctionTransformer, LabelEncoder, OneHotEncoder
 
-    return {OneHotEncoder: _one_hot_shape, FunctionTransformer: _function_shape}
+    return {
+        OneHotEncoder: _one_hot_shape,
+        FunctionTransformer: _function_shape,
+        LabelEncoder: _label_shape,
+    }
+
+
+def custom_parsers() -> dict[type, Callable[..., Any]]:
+    """{class: parser} for objects holding sub-transformers skl2onnx does not know."""
+    from logic_service.pipeline.assembled import Assembled
+
+    return {Assembled: _parse_assembled}
 
 
 class _Builder:
@@ -327,6 +346,24 @@ def _ordinal_encoder(scope: Any, operator: Any, container: Any) -> None:
     build.finish(parts, operator, np.issubdtype(encoder.dtype, np.integer))
 
 
+def _label_encoder(scope: Any, operator: Any, container: Any) -> None:
+    encoder = operator.raw_operator
+    build = _Builder(scope, container)
+    columns = build.columns(operator)
+    if len(columns) != 1:
+        raise RuntimeError("a LabelEncoder encodes exactly one column")
+    (column, kind), classes = columns[0], list(encoder.classes_)
+    codes = [float(k) for k in range(len(classes))]
+    # Unknown labels never get here: validation answers 400 as the encoder would refuse them.
+    build.finish([build.codes(column, kind, classes, codes, -1.0)], operator, False)
+
+
+def _label_shape(operator: Any) -> None:
+    from skl2onnx.common.data_types import FloatTensorType
+
+    operator.outputs[0].type = FloatTensorType([operator.inputs[0].get_first_dimension(), 1])
+
+
 def _function_steps(transformer: Any) -> tuple[tuple[str, float | None], ...]:
     """The ONNX steps for the transformer's func, or NotImplementedError naming it."""
     func = transformer.func
@@ -381,6 +418,34 @@ def _function_transformer(scope: Any, operator: Any, container: Any) -> None:
     for index, (op, operand) in enumerate(steps):
         inputs = [values] if operand is None else [values, build.floats("operand", operand)]
         values = build.node(op, inputs, out if index == len(steps) - 1 else None)
+
+
+def _parse_assembled(scope: Any, model: Any, inputs: list[Any], custom_parsers: Any = None) -> Any:
+    """Each part parses on the input columns it names; the results are concatenated."""
+    # skl2onnx's own ColumnTransformer parser is built from these two (not public API).
+    from skl2onnx._parse import _parse_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
+
+    by_name = {variable.raw_name: variable for variable in inputs}
+    outputs = []
+    for _, part, columns in model.transformers_:
+        part_inputs = [by_name[name] for name in columns]
+        first = part.steps[0][1] if hasattr(part, "steps") else part
+        if len(part_inputs) > 1 and not isinstance(first, OneHotEncoder | OrdinalEncoder):
+            merge = scope.declare_local_operator("SklearnConcat")
+            merge.inputs = part_inputs
+            kind = part_inputs[0].type.__class__
+            merged = scope.declare_local_variable("merged_columns", kind([None, len(columns)]))
+            merge.outputs.append(merged)
+            part_inputs = [merged]
+        outputs.append(_parse_sklearn(scope, part, part_inputs, custom_parsers=custom_parsers)[0])
+    if len(outputs) == 1:
+        return outputs
+    concat = scope.declare_local_operator("SklearnConcat")
+    concat.inputs = outputs
+    concat.outputs.append(scope.declare_local_variable("assembled", FloatTensorType([None, None])))
+    return concat.outputs
 
 
 def _name(func: Any) -> str:
