@@ -7,6 +7,7 @@ Relative paths resolve against the folder holding the file.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ _TOP_KEYS = {
 DEFAULT_COMPILED_DIR = "compiled"
 _PIPELINE_KEYS = {
     "transformer",
+    "assemble",
     "artifacts",
     "preprocess",
     "graph_model",
@@ -79,6 +81,14 @@ def model_path(model: str, version: int | None, version_label: str | None) -> st
 
 
 @dataclass(frozen=True)
+class AssemblePart:
+    """One entry of `assemble:`: a separately fitted transformer and the columns it reads."""
+
+    columns: tuple[str, ...]
+    artifact: ArtifactRef
+
+
+@dataclass(frozen=True)
 class GraphTarget:
     """Which servable on the graph tier a pipeline calls, and how."""
 
@@ -109,6 +119,8 @@ class PipelineSpec:
 
     name: str
     transformers: tuple[ArtifactRef, ...] = ()
+    # Separately fitted parts side by side, in the order written (instead of `transformer`).
+    assemble: tuple[AssemblePart, ...] = ()
     artifacts: dict[str, ArtifactRef] = field(default_factory=dict)
     preprocess: str | None = None
     graph: GraphTarget | None = None
@@ -125,6 +137,15 @@ class PipelineSpec:
     batching: bool | None = None
     max_batch_rows: int | None = None
     max_batch_wait_ms: float | None = None
+
+    def artifact_refs(self) -> list[tuple[str, ArtifactRef]]:
+        """(role, reference) of every file the pipeline unpickles, in the order it loads them."""
+        refs = [("transformer", ref) for ref in self.transformers]
+        refs += [(f"assemble[{i}]", part.artifact) for i, part in enumerate(self.assemble)]
+        refs += [(f"artifacts.{key}", ref) for key, ref in self.artifacts.items()]
+        if self.model is not None:
+            refs.append(("model", self.model))
+        return refs
 
 
 @dataclass(frozen=True)
@@ -218,6 +239,13 @@ def _pipeline(name: str, raw: Any, base: Path, max_rows: int, where: str) -> Pip
             f"{where}: use either 'transformer' or 'preprocess' (load the transformers through "
             "'artifacts' and call them from the hook)"
         )
+    assemble = _assemble(body.get("assemble"), ref, where)
+    if assemble and (transformers or preprocess):
+        other = "transformer" if transformers else "preprocess"
+        raise ConfigError(
+            f"{where}: use either 'assemble' or '{other}' (assemble lists the transformers "
+            "that read the request, side by side)"
+        )
     if artifacts and not preprocess:
         raise ConfigError(f"{where}: 'artifacts' are only used by a 'preprocess' hook; add one")
 
@@ -263,6 +291,7 @@ def _pipeline(name: str, raw: Any, base: Path, max_rows: int, where: str) -> Pip
     return PipelineSpec(
         name=name,
         transformers=transformers,
+        assemble=assemble,
         artifacts=artifacts,
         preprocess=preprocess,
         graph=graph,
@@ -311,6 +340,40 @@ def _engine_keys(body: dict, base: Path, where: str) -> dict[str, Any]:
         "samples": samples,
         "unknown_categories": mode,
     }
+
+
+def _assemble(
+    value: Any, ref: Callable[[Any, str], ArtifactRef], where: str
+) -> tuple[AssemblePart, ...]:
+    """`assemble: [{columns: [a, b] | a, artifact: PATH | {path, sha256}}, ...]`."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not value:
+        raise ConfigError(
+            f"{where}: assemble: expected a list of {{columns: [names], artifact: path}}"
+        )
+    parts = []
+    for index, item in enumerate(value):
+        key = f"assemble[{index}]"
+        here = f"{where}: {key}"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{here}: expected {{columns: [names], artifact: path}}")
+        _no_unknown(item, {"columns", "artifact"}, here)
+        for needed in ("columns", "artifact"):
+            if needed not in item:
+                raise ConfigError(f"{here}: missing {needed!r}")
+        columns = item["columns"]
+        columns = [columns] if isinstance(columns, str) else columns
+        if (
+            not isinstance(columns, list)
+            or not columns
+            or not all(isinstance(name, str) and name for name in columns)
+        ):
+            raise ConfigError(f"{here}: columns: expected a column name or a list of names")
+        if len(set(columns)) != len(columns):
+            raise ConfigError(f"{here}: columns: {', '.join(columns)} names a column twice")
+        parts.append(AssemblePart(tuple(columns), ref(item["artifact"], f"{key}.artifact")))
+    return tuple(parts)
 
 
 def _artifact(value: Any, base: Path, pins: dict, where: str) -> ArtifactRef:

@@ -174,11 +174,8 @@ def _names(config: ServiceConfig, wanted: list[str] | None) -> list[str]:
 def _plan(spec: PipelineSpec, config: ServiceConfig) -> Plan:
     """Read the artifacts (without unpickling) and decide: skip, fail early, or build in X."""
     plan = Plan(spec.name, spec)
-    refs = [*spec.transformers, *spec.artifacts.values()]
-    if spec.model is not None:
-        refs.append(spec.model)
     try:
-        plan.inspected = [inspect_artifact(ref) for ref in refs]
+        plan.inspected = [inspect_artifact(ref) for _, ref in spec.artifact_refs()]
     except ConfigError as error:
         plan.error = str(error)
         return plan

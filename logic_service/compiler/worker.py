@@ -48,6 +48,7 @@ def build(config_path: Path, name: str, staging: Path) -> dict[str, Any]:
     glue = import_modules(config.imports, config.base_dir)
     pipeline = load_pipeline(spec, config, glue, require_compiled=True)
     assert pipeline.contract is not None and pipeline.parity is not None
+    refs = {ref.path: ref for _, ref in spec.artifact_refs()}
     described = []
     for role, path in sources(spec):
         item: dict[str, Any] = {
@@ -55,9 +56,8 @@ def build(config_path: Path, name: str, staging: Path) -> dict[str, Any]:
             "path": os.path.relpath(path, config.base_dir),
             "sha256": file_sha256(path),
         }
-        if role != "samples":
-            scan = inspect_artifact(next(r for r in _refs(spec) if r.path == path)).scan
-            item.update(scan.describe())
+        if path in refs:
+            item.update(inspect_artifact(refs[path]).scan.describe())
         described.append(item)
     model_output = None
     if pipeline.compiled_model is not None:
@@ -94,13 +94,6 @@ def build(config_path: Path, name: str, staging: Path) -> dict[str, Any]:
         report=report,
     )
     return report
-
-
-def _refs(spec: Any) -> list[Any]:
-    refs = list(spec.transformers)
-    if spec.model is not None:
-        refs.append(spec.model)
-    return refs
 
 
 def _version(package: str) -> str | None:

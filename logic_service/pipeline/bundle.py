@@ -64,6 +64,7 @@ def spec_fingerprint(spec: PipelineSpec, config: ServiceConfig) -> dict[str, Any
 
     return {
         "transformers": [rel(ref.path) for ref in spec.transformers],
+        "assemble": [[list(part.columns), rel(part.artifact.path)] for part in spec.assemble],
         "model": rel(spec.model.path) if spec.model is not None else None,
         "method": spec.method if spec.model is not None else None,
         "columns": dict(spec.columns),
@@ -74,9 +75,7 @@ def spec_fingerprint(spec: PipelineSpec, config: ServiceConfig) -> dict[str, Any
 
 def sources(spec: PipelineSpec) -> list[tuple[str, Path]]:
     """(role, path) of every file a compiled build is made from."""
-    found = [("transformer", ref.path) for ref in spec.transformers]
-    if spec.model is not None:
-        found.append(("model", spec.model.path))
+    found = [(role, ref.path) for role, ref in spec.artifact_refs()]
     if spec.samples is not None:
         found.append(("samples", spec.samples))
     return found

@@ -8,6 +8,7 @@ its thread pools and allocator with the children, so each worker opens its own o
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from dataclasses import dataclass, field
@@ -19,6 +20,11 @@ from logic_service.pipeline.contract import FLOAT, INT64, STRING, Contract
 
 # Fed for a value no encoder knows: scored by the graph exactly like any other unknown.
 UNKNOWN_STRING = "\x00unknown"
+# Fed for a null in a string column: the imputers and encoders' converters treat it as the
+# missing value their fitted state names (np.nan or None), and nothing else does.
+MISSING_STRING = "\x00missing"
+# The same for a null in an integer category column (no category is this small).
+MISSING_INT = int(np.iinfo(np.int64).min)
 
 
 class CompileError(Exception):
@@ -87,8 +93,9 @@ class CompiledFeatures:
         if column.onnx_type == FLOAT:
             return np.asarray(values, dtype=np.float32)
         if column.onnx_type == STRING:
+            null = column.null_as if isinstance(column.null_as, str) else MISSING_STRING
             return np.array(
-                [value if type(value) is str else UNKNOWN_STRING for value in values],
+                [value if type(value) is str else _not_a_string(value, null) for value in values],
                 dtype=object,
             )
         # INT64: validated as float64; anything not a known integer category is unknown.
@@ -97,7 +104,15 @@ class CompiledFeatures:
         sentinel = self._sentinels.get(name)
         if sentinel is None:
             sentinel = self._sentinels[name] = int(min(column.categories or [0])) - 1
-        return np.where(known, values, sentinel).astype(np.int64)
+        coded = np.where(known, values, sentinel).astype(np.int64)
+        return np.where(np.isnan(values), MISSING_INT, coded)
+
+
+def _not_a_string(value: Any, null: str) -> str:
+    """A null (or a JSON NaN) in a string column is its null; a number is unknown."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return null
+    return UNKNOWN_STRING
 
 
 @dataclass
@@ -162,14 +177,16 @@ def compile_model(model: Any, method: str, width: int) -> CompiledModel:
 def _convert(obj: Any, initial: list[tuple[str, Any]], options: Any) -> bytes:
     from skl2onnx import convert_sklearn
 
-    from logic_service.pipeline.onnx_converters import custom_converters
+    from logic_service.pipeline import onnx_converters
 
     try:
         onnx_model = convert_sklearn(
             obj,
             initial_types=initial,
             options=options,
-            custom_conversion_functions=custom_converters(),
+            custom_conversion_functions=onnx_converters.custom_converters(),
+            custom_shape_calculators=onnx_converters.custom_shape_calculators(),
+            custom_parsers=onnx_converters.custom_parsers(),
         )
     # skl2onnx raises whatever its converters raise (RuntimeError, NotImplementedError,
     # MissingShapeCalculator, TypeError, ...): any of them means "not compilable".

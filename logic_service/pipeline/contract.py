@@ -2,9 +2,11 @@
 
 The columns and their kinds come from the artifacts themselves (`feature_names_in_`, and for a
 ColumnTransformer which columns feed encoders vs. numeric steps), so they cannot drift from
-what the model was trained on; `columns:` in the pipeline file overrides them. Per raw column: the known categories (and what the encoder does with anything else), whether
-an imputer fills nulls, the ONNX input type the column compiles to, and values worth probing
-(means, scales, min/max, bin edges). Validation, the compiled engine, the parity gate and
+what the model was trained on; `columns:` in the pipeline file overrides them. Per raw
+column: the known categories (and what the encoder does with anything else), whether an
+imputer fills nulls (and what a null is to the transformers: NaN, None or a marker such as
+"?"), the ONNX input type the column compiles to, and values worth probing (means, scales,
+min/max, bin edges). Validation, the compiled engine, the parity gate and
 /openapi.json all read this one object, so they cannot disagree about the contract.
 """
 
@@ -18,7 +20,9 @@ from typing import Any
 import numpy as np
 
 FLOAT, INT64, STRING = "float", "int64", "string"
-_CONTRACT_ENCODERS = {"OneHotEncoder", "OrdinalEncoder"}
+_CONTRACT_ENCODERS = {"OneHotEncoder", "OrdinalEncoder", "LabelEncoder"}
+# Transformers that route named raw columns to branches (`transformers_`, `feature_names_in_`).
+_SIDE_BY_SIDE = {"ColumnTransformer", "Assembled"}
 NUMBER, CATEGORY, ANY = "number", "category", "any"
 _KIND_ENCODERS = {
     "OneHotEncoder",
@@ -89,6 +93,9 @@ class ColumnContract:
     numeric_use: bool = False
     used: bool = True  # False: only a "drop" branch reads it (required, never fed to ONNX)
     known: frozenset[Any] = frozenset()
+    # What a JSON null becomes for the fitted transformers: NaN (what pandas gives them),
+    # None where their fitted state holds None, or an imputer's string marker such as "?".
+    null_as: Any = math.nan
 
     @property
     def known_values(self) -> list[Any]:
@@ -152,7 +159,9 @@ def read_contract(obj: Any, schema: InputSchema) -> Contract:
         if column.categories is not None:
             values = [v for v in column.categories if not _missing(v)]
             column.nullable = column.nullable or len(values) < len(column.categories)
-            column.known = frozenset(values)
+            if len(values) < len(column.categories) and not isinstance(column.null_as, str):
+                column.null_as = None if None in column.categories else math.nan
+            column.known = frozenset(values) | _marker(column.null_as)
             if all(isinstance(v, str) for v in values):
                 column.onnx_type = STRING
             elif all(isinstance(v, int) for v in values) and not column.numeric_use:
@@ -170,10 +179,10 @@ def read_contract(obj: Any, schema: InputSchema) -> Contract:
 
 
 def _column_transformer(obj: Any) -> Any:
-    if type(obj).__name__ == "ColumnTransformer":
+    if type(obj).__name__ in _SIDE_BY_SIDE:
         return obj
     steps = getattr(obj, "steps", None)
-    if steps and type(steps[0][1]).__name__ == "ColumnTransformer":
+    if steps and type(steps[0][1]).__name__ in _SIDE_BY_SIDE:
         return steps[0][1]
     return None
 
@@ -211,12 +220,15 @@ def _walk(steps: list[Any], columns: list[ColumnContract]) -> None:
         kind = type(step).__name__
         width = len(columns)
         if kind == "SimpleImputer":
+            marker = getattr(step, "missing_values", math.nan)
             for column in columns:
                 column.nullable = True
+                if marker is None or isinstance(marker, str):
+                    column.null_as = marker  # the frame carries what the imputer looks for
             _probe(columns, getattr(step, "statistics_", None))
             continue
         if kind in _CONTRACT_ENCODERS:
-            categories = getattr(step, "categories_", [])
+            categories = _categories(step) or []
             for column, known in zip(columns, categories, strict=False):
                 if column.categories is None:
                     column.categories = np.asarray(known).tolist()
@@ -279,12 +291,25 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+def _marker(null_as: Any) -> frozenset[Any]:
+    """An imputer's string marker is a known value: the imputer fills it."""
+    return frozenset([null_as]) if isinstance(null_as, str) else frozenset()
+
+
+def _categories(step: Any) -> list[Any] | None:
+    """An encoder's categories per column; a LabelEncoder's classes are one column's."""
+    categories = getattr(step, "categories_", None)
+    if categories is None and hasattr(step, "classes_"):
+        return [step.classes_]
+    return categories
+
+
 def _artifact_columns(obj: Any) -> list[tuple[str, str]]:
     names = getattr(obj, "feature_names_in_", None)
     if names is None:
         return []
     names = [str(name) for name in names]
-    if type(obj).__name__ == "ColumnTransformer" and hasattr(obj, "transformers_"):
+    if type(obj).__name__ in _SIDE_BY_SIDE and hasattr(obj, "transformers_"):
         kinds = {name: ANY for name in names}
         for _, transformer, selected in obj.transformers_:
             if isinstance(transformer, str):  # "drop" / "passthrough"
@@ -318,7 +343,7 @@ def _estimator_kind(obj: Any) -> str:
     for step in steps:
         name = type(step).__name__
         if name in _KIND_ENCODERS:
-            categories = getattr(step, "categories_", None)
+            categories = _categories(step)
             if categories is not None and all(
                 np.asarray(cats).dtype.kind in "iuf" for cats in categories
             ):

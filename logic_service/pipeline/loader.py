@@ -28,6 +28,7 @@ from logic_service.pipeline.artifacts import (
     load_artifact,
     resolve_hook,
 )
+from logic_service.pipeline.assembled import assembled_artifact
 from logic_service.pipeline.bundle import REPORT, bundle_dir, check_fresh, read_bundle
 from logic_service.pipeline.compiled import (
     CompiledFeatures,
@@ -97,10 +98,7 @@ def _from_artifacts(
     spec: PipelineSpec, config: ServiceConfig, glue: Sequence[ModuleType], where: str
 ) -> Pipeline:
     """Unpickle the pipeline's files, after reading which scikit-learn wrote them."""
-    refs = [*spec.transformers, *spec.artifacts.values()]
-    if spec.model is not None:
-        refs.append(spec.model)
-    inspected = {ref.path: inspect_artifact(ref) for ref in refs}
+    inspected = {ref.path: inspect_artifact(ref) for _, ref in spec.artifact_refs()}
     _check_versions(spec, config, list(inspected.values()), where)
 
     def load(ref: ArtifactRef) -> LoadedArtifact:
@@ -108,6 +106,10 @@ def _from_artifacts(
 
     transformers = [load(ref) for ref in spec.transformers]
     artifacts = {key: load(ref) for key, ref in spec.artifacts.items()}
+    if spec.assemble:  # the parts are listed as artifacts; their assembly is the transformer
+        parts = [(part.columns, load(part.artifact)) for part in spec.assemble]
+        artifacts = {f"assemble[{i}]": item for i, (_, item) in enumerate(parts)}
+        transformers = [assembled_artifact(parts, config.path, where)]
     model = load(spec.model) if spec.model is not None else None
     if model is not None and not callable(getattr(model.obj, spec.method, None)):
         raise ConfigError(
@@ -291,7 +293,7 @@ def _compile(pipeline: Pipeline, samples: list[dict[str, Any]]) -> None:
     rows = [*samples, *generated_rows(contract)]
     # Both sides see every row: unknown categories go to the engines, which must agree on them.
     reference = Validator(
-        spec.name, pipeline.schema, max_rows=len(rows) or 1, unknown_categories="allow"
+        spec.name, pipeline.schema, contract, max_rows=len(rows) or 1, unknown_categories="allow"
     )
     compiled = Validator(
         spec.name,

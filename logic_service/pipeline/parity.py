@@ -2,8 +2,9 @@
 
 Rows come from the fitted state itself (every known category, an unknown one where the
 encoder accepts it, numbers at and beyond the fitted means, scales, ranges and bin edges,
-nulls where an imputer fills them) plus the optional `samples:` file. Differences are
-measured against the float32 the graph receives anyway: |compiled - sklearn| / max(1, |sklearn|).
+a null wherever an imputer fills it or an encoder scores it) plus the optional `samples:`
+file. Differences are measured against the float32 the graph receives anyway:
+|compiled - sklearn| / max(1, |sklearn|).
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ def generated_rows(contract: Contract) -> list[dict[str, Any]]:
         for i in range(count)
     ]
     for column in contract.columns.values():
-        if column.nullable and column.onnx_type != STRING and rows:
+        scored_as_unknown = column.categories is not None and not column.unknown_is_error
+        if (column.nullable or scored_as_unknown) and rows:
             rows.append({**rows[0], column.name: None})
     return rows
 
@@ -170,9 +172,10 @@ def _difference(expected: np.ndarray, actual: np.ndarray) -> float:
         return 0.0 if np.array_equal(expected, actual) else math.inf
     expected = expected.astype(np.float64)
     actual = actual.astype(np.float64)
-    both_nan = np.isnan(expected) & np.isnan(actual)
+    same = (np.isnan(expected) & np.isnan(actual)) | (expected == actual)  # NaN, or one infinity
     scale = np.maximum(1.0, np.abs(expected))
-    diff = np.where(both_nan, 0.0, np.abs(actual - expected) / scale)
+    with np.errstate(invalid="ignore"):  # inf - inf where `same` already answers
+        diff = np.where(same, 0.0, np.abs(actual - expected) / scale)
     return float(np.max(diff)) if diff.size else 0.0
 
 

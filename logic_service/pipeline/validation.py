@@ -122,7 +122,9 @@ class Validator:
                 self._check_unknown(contract, columns[name])
             if null is not None:
                 nulls[name] = null
-        frame = frame_from_columns(columns, self.schema) if self.build_frame else None
+        frame = (
+            frame_from_columns(columns, self.schema, self.contract) if self.build_frame else None
+        )
         return ValidRequest(rows, columns, frame, nulls)
 
     def _check_unknown(self, column: ColumnContract, values: Any) -> None:
@@ -162,15 +164,22 @@ class Validator:
         )
 
 
-def frame_from_columns(columns: dict[str, Any], schema: InputSchema) -> pd.DataFrame:
-    """The DataFrame the transformers (and hooks) have always received for these columns."""
+def frame_from_columns(
+    columns: dict[str, Any], schema: InputSchema, contract: Contract | None = None
+) -> pd.DataFrame:
+    """The DataFrame the transformers (and hooks) receive for these columns: a null in a
+    category column is what the fitted transformers saw for missing values (NaN from pandas
+    unless the contract says None or an imputer's marker), not Python's None."""
     frame: dict[str, Any] = {}
     for name, column in columns.items():
         kind = schema.kinds.get(name)
         if kind == NUMBER:
             frame[name] = column
         elif kind == CATEGORY:
-            frame[name] = np.array(column, dtype=object)
+            known = contract.columns.get(name) if contract is not None else None
+            null = known.null_as if known is not None else math.nan
+            values = [null if _is_null(value) else value for value in column]
+            frame[name] = pd.Series(values, dtype=object)  # pandas 3 would make None NaN
         else:  # unknown kind: let pandas infer, as pd.DataFrame(records) would
             frame[name] = pd.Series(column, dtype=object).infer_objects()
     return pd.DataFrame(frame)
@@ -294,11 +303,15 @@ def _numbers_slowly(values: list[Any], name: str) -> tuple[np.ndarray, int | Non
     return array, int(nulls[0]) if len(nulls) else None
 
 
+def _is_null(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def _scalars(values: list[Any], name: str) -> int | None:
     """Every value is a string, a number or null; the first null row."""
     null = None
     for row, value in enumerate(values):
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+        if _is_null(value):
             null = row if null is None else null
         elif isinstance(value, list | dict):
             raise BadRequestError(

@@ -14,10 +14,12 @@ from openapi_spec_validator import validate
 
 from devtools.logic_tier import start_logic_service
 from devtools.servers import free_port, script
-from devtools.sklearn_artifacts import COMPILED_RTOL, ZOO_COLUMNS, zoo_records
+from devtools.sklearn_artifacts import COMPILED_RTOL, ZOO_COLUMNS, coverage_records, zoo_records
 from logic_service.cli import main
 
 ZOO = {"transformer": "zoo/transformer.pkl", "model": "zoo/model.pkl", "method": "predict_proba"}
+# The commonest public end-to-end template (imputers on strings, scaled one-hot, regressor).
+TEMPLATE = {"transformer": "coverage/template.pkl", "model": "coverage/template_model.pkl"}
 CLIPPED = {
     "transformer": "notebook/clipper.pkl",
     "model": "notebook/clip_model.pkl",
@@ -33,12 +35,13 @@ def document() -> dict:
             "zoo_allow": {**ZOO, "unknown_categories": "allow"},
             "zoo_reject": {**ZOO, "unknown_categories": "reject"},
             "clipped": CLIPPED,
+            "template": TEMPLATE,
         },
     }
 
 
 @pytest.fixture(scope="module")
-def server(sklearn_artifacts, tmp_path_factory):
+def server(sklearn_artifacts, coverage_artifacts, tmp_path_factory):
     config = sklearn_artifacts.write_config("compiled_service.yaml", document())
     log = tmp_path_factory.mktemp("compiled_service") / "logic.log"
     server = start_logic_service(config, log)
@@ -89,6 +92,26 @@ def test_engines_in_pipelines_metrics_and_one_fallback_line(server) -> None:
     assert "serving through scikit-learn" in lines[0] and "Clipper" in lines[0]
     # The fallback still scores: the custom transformer runs as scikit-learn.
     assert _post(server, "clipped", [{"age": 40, "income": 50_000}]).status_code == 200
+
+
+def test_the_public_template_serves_compiled_scores(server, coverage_artifacts) -> None:
+    """Nulls in numbers and strings are imputed by the compiled graph as scikit-learn does."""
+    info = requests.get(server.url + "/pipelines", timeout=10).json()["data"]["pipelines"]
+    engine = {p["name"]: p["engine"] for p in info}["template"]
+    assert engine["name"] == "onnx" and engine["reason"] == "compiled: parity passed"
+    records = coverage_records(60, seed=35)
+    records[0].update(age=None, income=None, city=None, plan=None)
+    response = _post(server, "template", records)
+    assert response.status_code == 200, response.text
+    offline = coverage_artifacts.template_model.predict(
+        coverage_artifacts.features("template", records)
+    )
+    np.testing.assert_allclose(response.json()["data"], offline, rtol=COMPILED_RTOL, atol=1e-4)
+    response = _post(server, "template", [{**records[1], "city": "atlantis"}])
+    assert response.status_code == 400
+    assert response.json()["msg"].startswith(
+        "column 'city', row 0: \"atlantis\" is not a known category"
+    )
 
 
 def test_unknown_category_modes_over_http(server) -> None:
@@ -186,7 +209,7 @@ def test_engine_onnx_refuses_to_start_with_one_line(sklearn_artifacts) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_check_prints_engine_parity_and_rows(sklearn_artifacts, capsys) -> None:
+def test_check_prints_engine_parity_and_rows(sklearn_artifacts, coverage_artifacts, capsys) -> None:
     config = sklearn_artifacts.write_config("compiled_check.yaml", document())
     assert main(["--config", str(config), "--check"]) == 0
     out = capsys.readouterr().out

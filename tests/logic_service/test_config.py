@@ -112,3 +112,60 @@ def test_bad_batching_keys_are_named(tmp_path: Path, extra: dict, needle: str) -
 def test_batching_keys_need_a_graph_model(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="'batching' applies to 'graph_model'"):
         _parse({"pipelines": {"p": {"model": "m.pkl", "batching": True}}}, tmp_path)
+
+
+def test_assemble_lists_parts_with_their_columns(tmp_path: Path) -> None:
+    config = _parse(
+        {
+            "pipelines": {
+                "p": {
+                    "assemble": [
+                        {"columns": ["balance", "tenure"], "artifact": "churn/scaler.pkl"},
+                        {"columns": "gender", "artifact": {"path": "churn/gender.pkl"}},
+                    ],
+                    "sha256": {"churn/scaler.pkl": "a" * 64},
+                    "graph_model": "churn",
+                }
+            }
+        },
+        tmp_path,
+    )
+    first, second = config.pipelines["p"].assemble
+    assert first.columns == ("balance", "tenure") and first.artifact.sha256 == "a" * 64
+    assert first.artifact.path == (tmp_path / "churn/scaler.pkl").resolve()
+    assert second.columns == ("gender",) and second.artifact.sha256 is None
+
+
+@pytest.mark.parametrize(
+    ("assemble", "extra", "needle"),
+    [
+        ([], {}, "assemble: expected a list of {columns: [names], artifact: path}"),
+        ({"columns": ["a"]}, {}, "assemble: expected a list of"),
+        (["a.pkl"], {}, "assemble[0]: expected {columns: [names], artifact: path}"),
+        ([{"columns": ["a"]}], {}, "assemble[0]: missing 'artifact'"),
+        ([{"artifact": "a.pkl"}], {}, "assemble[0]: missing 'columns'"),
+        ([{"columns": [], "artifact": "a.pkl"}], {}, "assemble[0]: columns: expected a column"),
+        ([{"columns": [1], "artifact": "a.pkl"}], {}, "assemble[0]: columns: expected a column"),
+        ([{"columns": ["a", "a"], "artifact": "a.pkl"}], {}, "names a column twice"),
+        (
+            [{"columns": "a", "artifact": "a.pkl", "kind": 1}],
+            {},
+            "assemble[0]: unknown key(s) kind",
+        ),
+        ([{"columns": "a", "artifact": 3}], {}, "assemble[0].artifact: expected a file path"),
+        (
+            [{"columns": "a", "artifact": "a.pkl"}],
+            {"transformer": "t.pkl"},
+            "either 'assemble' or 'transformer'",
+        ),
+        (
+            [{"columns": "a", "artifact": "a.pkl"}],
+            {"preprocess": "glue:f"},
+            "either 'assemble' or 'preprocess'",
+        ),
+    ],
+)
+def test_bad_assemble_names_the_entry(tmp_path: Path, assemble, extra: dict, needle: str) -> None:
+    with pytest.raises(ConfigError, match="pipeline 'p'") as error:
+        _parse({"pipelines": {"p": {"assemble": assemble, "graph_model": "g", **extra}}}, tmp_path)
+    assert needle in str(error.value)

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devtools.sklearn_artifacts import COMPILED_RTOL, ZOO_REGIONS, zoo_records
+from devtools.sklearn_artifacts import COMPILED_RTOL, ZOO_REGIONS, halve, zoo_records
 from logic_service.config import load_config
 from logic_service.errors import BadRequestError, ConfigError
 from logic_service.pipeline.loader import load_pipelines
@@ -123,8 +123,8 @@ def test_unconvertible_steps_fall_back_with_one_log_line(sklearn_artifacts, capl
     from sklearn.preprocessing import FunctionTransformer
 
     frame = pd.DataFrame(zoo_records(50, seed=5))
-    logs = ColumnTransformer([("log", FunctionTransformer(np.log1p), ["income", "score"])])
-    joblib.dump(logs.fit(frame), sklearn_artifacts.root / "zoo" / "function.pkl")
+    halved = ColumnTransformer([("half", FunctionTransformer(halve), ["income", "score"])])
+    joblib.dump(halved.fit(frame), sklearn_artifacts.root / "zoo" / "function.pkl")
     with caplog.at_level(logging.INFO, logger="logic_service.pipeline.runtime"):
         pipelines = _load(
             sklearn_artifacts,
@@ -138,7 +138,10 @@ def test_unconvertible_steps_fall_back_with_one_log_line(sklearn_artifacts, capl
                 },
             },
         )
-    for name, culprit in [("function", "FunctionTransformer"), ("custom", "Clipper")]:
+    for name, culprit in [
+        ("function", "FunctionTransformer(func=devtools.sklearn_artifacts.halve)"),
+        ("custom", "Clipper"),
+    ]:
         pipeline = pipelines[name]
         assert pipeline.engine == "sklearn"
         assert culprit in pipeline.engine_reason
@@ -148,7 +151,7 @@ def test_unconvertible_steps_fall_back_with_one_log_line(sklearn_artifacts, capl
         assert len(lines) == 1 and "serving through scikit-learn" in lines[0]
         assert culprit in lines[0]
     features = pipelines["function"].prepare(frame.head(3).to_dict("records")).features
-    np.testing.assert_allclose(features, np.log1p(frame.head(3)[["income", "score"]]))
+    np.testing.assert_allclose(features, frame.head(3)[["income", "score"]] / 2)
 
 
 def test_engine_onnx_refuses_what_cannot_compile(sklearn_artifacts) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import pandas as pd
 import pytest
 
-from devtools.sklearn_artifacts import CREDIT_COLUMNS, credit_records
+from devtools.sklearn_artifacts import CREDIT_COLUMNS, coverage_records, credit_records
 from logic_service.errors import BadRequestError
-from logic_service.pipeline.contract import CATEGORY, NUMBER, infer_schema
+from logic_service.pipeline.contract import CATEGORY, NUMBER, infer_schema, read_contract
 from logic_service.pipeline.validation import Validator, frame_from_columns
 
 
@@ -164,3 +167,33 @@ def test_nulls_are_found_in_the_same_pass(schema) -> None:
     assert request.first_null() == "column 'age', row 2"
     assert request.first_null(lambda name: name != "age") == "column 'region', row 2"
     assert request.first_null(lambda name: name == "channel") is None
+
+
+def test_a_null_reaches_scikit_learn_as_the_missing_value_it_was_fitted_on(
+    coverage_artifacts,
+) -> None:
+    """pandas gave the transformers NaN for a missing string, and SimpleImputer(missing_values=
+    np.nan) does not see None as missing in an object array: the frame carries NaN.
+    An imputer fitted on a "?" marker gets "?", which is then a known value, not an unknown."""
+    imputers = coverage_artifacts.fitted["string_imputers"]
+    schema = infer_schema([imputers], {})
+    contract = read_contract(imputers, schema)
+    record = coverage_records(1)[0] | {"city": None, "plan": None, "channel": None}
+    frame = Validator("p", schema, contract, max_rows=1).validate([record]).frame
+    assert math.isnan(frame["city"][0]) and math.isnan(frame["plan"][0])
+    assert frame["channel"][0] == "?" and contract.columns["channel"].is_known("?")
+    assert contract.columns["channel"].nullable
+
+
+def test_an_encoder_fitted_on_none_gets_none() -> None:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import OneHotEncoder
+
+    # What pandas 2 made of records with None (pandas 3 makes NaN of it, as read_csv does).
+    fitted_on = pd.DataFrame({"c": pd.Series(["a", None, "b"], dtype=object)})
+    encoder = ColumnTransformer([("c", OneHotEncoder(), ["c"])]).fit(fitted_on)
+    schema = infer_schema([encoder], {})
+    contract = read_contract(encoder, schema)
+    frame = Validator("p", schema, contract, max_rows=2).validate([{"c": None}, {"c": "a"}]).frame
+    assert frame["c"].tolist() == [None, "a"]
+    np.testing.assert_array_equal(encoder.transform(frame), [[0, 0, 1], [1, 0, 0]])
