@@ -72,8 +72,9 @@ $(BENCH_STAMP): requirements-bench.txt
 
 bench-venv: $(BENCH_STAMP)  ## .venv-bench: kserve, locust, py-spy, for bench-logic, profile-logic and loadtest only
 
-bench-logic: $(STAMP) $(BENCH_STAMP)  ## graph alone, kit, Flask recipe, KServe: table, targets, plots
+bench-logic: $(STAMP) $(BENCH_STAMP)  ## graph alone, kit, Flask recipe, KServe; then the compiled public template vs its recipe
 	$(BIN)/python benchmarks/bench_logic.py --bench-python $(BENCH_VENV)/bin/python
+	$(BIN)/python benchmarks/bench_template.py
 
 profile-logic: $(STAMP) $(BENCH_STAMP)  ## py-spy on the logic workers under 16 clients: where the CPU goes
 	$(BIN)/python benchmarks/profile_logic.py --py-spy $(BENCH_VENV)/bin/py-spy

@@ -382,7 +382,7 @@ def summarize(name: str, rows: int, rounds: list[Round]) -> Measurement:
         f"{r.cpu['server'] * 1000 / max(1, len(r.load['latencies'])):.2f}" for r in rounds
     )
     print(
-        f"  {LABELS[name]}, {rows} row(s): p50 {measurement.p50:.2f} ms, "
+        f"  {LABELS.get(name, name)}, {rows} row(s): p50 {measurement.p50:.2f} ms, "
         f"{measurement.throughput:.0f} req/s, {measurement.server_cpu_ms:.2f} ms CPU/req "
         f"(by round: {by_round}), {failed} errors",
         flush=True,

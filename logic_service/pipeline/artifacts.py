@@ -18,12 +18,12 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import joblib
-import sklearn
 
 from logic_service.config import ArtifactRef
 from logic_service.errors import ConfigError
@@ -67,6 +67,15 @@ class Inspected:
     ref: ArtifactRef
     sha256: str
     scan: PickleScan
+
+
+def running_sklearn() -> str | None:
+    """The scikit-learn this process would unpickle with, read without importing it (a
+    service of compiled pipelines never needs to import scikit-learn at all)."""
+    try:
+        return metadata.version("scikit-learn")
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def file_sha256(path: Path) -> str:
@@ -159,10 +168,11 @@ def load_artifact(
             obj = _load_skops(path, skops_trusted)
         else:
             obj = _load_pickle(path, glue_modules)
-    pickled_with = scan.sklearn_version or (sklearn.__version__ if _is_sklearn(obj) else None)
+    running = running_sklearn()
+    pickled_with = scan.sklearn_version or (running if _is_sklearn(obj) else None)
     notes = []
-    if pickled_with is not None and pickled_with != sklearn.__version__:
-        notes.append(f"pickled with scikit-learn {pickled_with}, running {sklearn.__version__}")
+    if pickled_with is not None and pickled_with != running:
+        notes.append(f"pickled with scikit-learn {pickled_with}, running {running}")
         log.warning("artifact %s: %s", path, notes[-1])
     return LoadedArtifact(obj, path, inspected.sha256, pickled_with, notes, scan.format)
 

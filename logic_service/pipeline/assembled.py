@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
 
 from logic_service.errors import ConfigError
 from logic_service.pipeline.artifacts import LoadedArtifact, file_sha256
+from logic_service.pipeline.runtime import dense
 
 
 class Assembled:
@@ -60,12 +60,7 @@ def _transform_part(part: Any, columns: list[str], frame: pd.DataFrame) -> np.nd
         return part.transform(frame[columns[0]].to_numpy()).reshape(-1, 1).astype(np.float64)
     # Fitted on a DataFrame: give it one (it checks the names); fitted on arrays: an array.
     data = frame[columns] if hasattr(part, "feature_names_in_") else frame[columns].to_numpy()
-    result = part.transform(data)
-    if sparse.issparse(result):
-        result = result.toarray()
-    elif isinstance(result, pd.DataFrame):
-        result = result.to_numpy()
-    return np.asarray(result, dtype=np.float64)
+    return np.asarray(dense(part.transform(data)), dtype=np.float64)
 
 
 def _check_part(item: LoadedArtifact, columns: list[str], where: str) -> None:

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import sklearn
 
 from logic_service.config import ArtifactRef, PipelineSpec, ServiceConfig
 from logic_service.errors import ConfigError
@@ -27,6 +26,7 @@ from logic_service.pipeline.artifacts import (
     inspect_artifact,
     load_artifact,
     resolve_hook,
+    running_sklearn,
 )
 from logic_service.pipeline.assembled import assembled_artifact
 from logic_service.pipeline.bundle import REPORT, bundle_dir, check_fresh, read_bundle
@@ -188,7 +188,7 @@ def _check_versions(
 ) -> None:
     """A file pickled by another scikit-learn minor release is not unpickled here: it is
     served from its compiled build, or by a service running its own version."""
-    running = sklearn.__version__
+    running = running_sklearn() or "none"
     for item in inspected:
         pickled = item.scan.sklearn_version
         if pickled is None or version_key(pickled)[:2] == version_key(running)[:2]:

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
 
 from logic_service.config import PipelineSpec
 from logic_service.errors import BadRequestError
@@ -151,7 +150,7 @@ class Pipeline:
                     f"pipeline {self.name!r}: transformer {item.path.name} rejected the input: "
                     f"{error}".replace("\n", " ")
                 ) from None
-        return _dense(current)
+        return dense(current)
 
     def _hook_features(self, frame: pd.DataFrame | None) -> Any:
         objects = {key: item.obj for key, item in self.artifacts.items()}
@@ -169,8 +168,8 @@ class Pipeline:
                 f"pipeline {self.name!r}: preprocess rejected the input: {error}"
             ) from None
         if isinstance(result, Mapping):
-            return {key: _dense(value) for key, value in result.items()}
-        return _dense(result)
+            return {key: dense(value) for key, value in result.items()}
+        return dense(result)
 
     def _refuse_non_finite(self, request: ValidRequest) -> None:
         """Name the cause of NaN/infinity in the features: a number beyond float32 (the
@@ -295,10 +294,17 @@ def _first_out_of_range(columns: dict[str, Any]) -> str | None:
     return None
 
 
-def _dense(value: Any) -> Any:
+def dense(value: Any) -> Any:
     """Sparse matrices and DataFrames -> ndarray (what both the graph tier and JSON want)."""
-    if sparse.issparse(value):
+    if _is_sparse(value):
         return value.toarray()
     if isinstance(value, pd.DataFrame | pd.Series):
         return value.to_numpy()
     return value
+
+
+def _is_sparse(value: Any) -> bool:
+    """A scipy sparse matrix, recognised without importing scipy (compiled pipelines never do)."""
+    return type(value).__module__.startswith("scipy.sparse") and callable(
+        getattr(value, "toarray", None)
+    )

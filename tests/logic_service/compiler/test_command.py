@@ -39,8 +39,13 @@ import os, sys
 
 def _audit(event, args):
     if event == "pickle.find_class":
-        with open(os.environ["PICKLE_AUDIT_LOG"], "a") as log:
-            log.write(f"{os.getpid()} {args[0]}.{args[1]}\\n")
+        seen = f"find_class {args[0]}.{args[1]}"
+    elif event == "import" and args[0].split(".")[0] == "sklearn":
+        seen = f"import {args[0]}"
+    else:
+        return
+    with open(os.environ["PICKLE_AUDIT_LOG"], "a") as log:
+        log.write(f"{os.getpid()} {seen}\\n")
 
 sys.addaudithook(_audit)
 """
@@ -126,6 +131,38 @@ def test_each_release_compiles_and_scores_as_it_did(legacy_sklearn, version, tmp
     np.testing.assert_allclose(scores, legacy.expected["simple/model"], rtol=RTOL)
 
 
+@pytest.mark.parametrize("version", [*LEGACY_VERSIONS, sklearn.__version__])
+def test_the_public_template_from_each_release_compiles_and_scores_as_it_did(
+    legacy_sklearn, version, tmp_path
+) -> None:
+    """The commonest public end-to-end template, string imputer and all: before this kit
+    could compile it, a 1.3.2 pickle loaded, said ready and answered 500 to every request."""
+    legacy = legacy_sklearn(version)
+    kind = FORMAT_FOR[version]
+    folder = tmp_path / "template"
+    shutil.copytree(legacy.root / "template", folder / "template")
+    config = folder / "pipelines.yaml"
+    pipelines = {
+        "ridge": {
+            "transformer": f"template/preprocessor.{kind}",
+            "model": f"template/model.{kind}",
+        },
+        "boosted": {
+            "transformer": f"template/preprocessor.{kind}",
+            "model": f"template/boosted.{kind}",
+        },
+    }
+    config.write_text(yaml.safe_dump({"pipelines": pipelines}, sort_keys=False))
+    result = compile_cli(config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    loaded = load_pipelines(load_config(config))
+    for name, expected in (("ridge", "template/model"), ("boosted", "template/boosted")):
+        pipeline = loaded[name]
+        assert pipeline.engine == "onnx" and pipeline.loaded() == []
+        scores = pipeline.predict_local(pipeline.prepare(legacy.records).features)
+        np.testing.assert_allclose(scores, legacy.expected[expected], rtol=RTOL, err_msg=name)
+
+
 def test_before_its_build_an_older_pickle_is_refused_with_the_command(
     legacy_sklearn, tmp_path
 ) -> None:
@@ -140,7 +177,8 @@ def test_before_its_build_an_older_pickle_is_refused_with_the_command(
 
 
 def test_served_from_its_build_nothing_is_unpickled(legacy_sklearn, tmp_path) -> None:
-    """The running service never calls pickle's find_class (audited in every process)."""
+    """The running service never calls pickle's find_class, nor even imports scikit-learn
+    (audited in every process, master and workers)."""
     legacy = legacy_sklearn("1.5.2")
     config = workspace(legacy, tmp_path)
     assert compile_cli(config).returncode == 0
@@ -150,9 +188,10 @@ def test_served_from_its_build_nothing_is_unpickled(legacy_sklearn, tmp_path) ->
     audit = tmp_path / "find_class.log"
     audited = {**os.environ, "PYTHONPATH": str(hook), "PICKLE_AUDIT_LOG": str(audit)}
     # The hook works: a process that does unpickle is caught.
-    control = "import pickle; pickle.loads(pickle.dumps(range(3)))"
+    control = "import pickle, sklearn; pickle.loads(pickle.dumps(range(3)))"
     subprocess.run([sys.executable, "-c", control], env=audited, check=True)
-    assert "builtins.range" in audit.read_text()
+    assert "find_class builtins.range" in audit.read_text()
+    assert "import sklearn" in audit.read_text()
     audit.write_text("")
     server = start_logic_service(
         config,
