@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from logic_service.errors import ConfigError
+from logic_service.traffic.spec import TrafficSpec, parse_traffic
 
 METHODS = ("predict", "predict_proba", "decision_function")
 DEFAULT_MAX_ROWS = 10_000
@@ -44,6 +45,7 @@ _PIPELINE_KEYS = {
     "batching",
     "max_batch_rows",
     "max_batch_wait_ms",
+    "traffic",
 }
 ENGINES = ("auto", "onnx", "sklearn")
 UNKNOWN_MODES = ("allow", "warn", "reject")
@@ -116,6 +118,8 @@ class PipelineSpec:
     batching: bool | None = None
     max_batch_rows: int | None = None
     max_batch_wait_ms: float | None = None
+    # Routes, sticky key, shadow (logic_service/traffic/): the part that reloads without a restart.
+    traffic: TrafficSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -231,7 +235,15 @@ def _pipeline(name: str, raw: Any, base: Path, max_rows: int, where: str) -> Pip
             timeout=None if timeout is None else _positive_float(timeout, f"{where}: timeout"),
         )
     else:
-        graph_only = ("version", "version_label", "signature_name", "input", "output", "timeout")
+        graph_only = (
+            "version",
+            "version_label",
+            "signature_name",
+            "input",
+            "output",
+            "timeout",
+            "traffic",
+        )
         batch_keys = ("batching", "max_batch_rows", "max_batch_wait_ms")
         for key in (*graph_only, *batch_keys):
             if key in body:
@@ -264,6 +276,9 @@ def _pipeline(name: str, raw: Any, base: Path, max_rows: int, where: str) -> Pip
         max_batch_wait_ms=None
         if body.get("max_batch_wait_ms") is None
         else _non_negative(body["max_batch_wait_ms"], f"{where}: max_batch_wait_ms"),
+        traffic=None
+        if graph is None or body.get("traffic") is None
+        else parse_traffic(body["traffic"], graph.version, graph.version_label, where),
     )
 
 

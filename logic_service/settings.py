@@ -52,6 +52,7 @@ class Settings:
     graph_concurrency: int = 1  # graph calls in flight per target and worker process
     breaker_failures: int = 5  # 0 turns the breaker off
     breaker_reset_seconds: float = 5.0
+    traffic_poll_seconds: float = 2.0  # how often workers look for a changed pipeline file
 
     @classmethod
     def from_env(
@@ -86,6 +87,7 @@ class Settings:
             graph_concurrency=_integer(env, "LOGIC_GRAPH_CONCURRENCY", 1, minimum=1),
             breaker_failures=_integer(env, "LOGIC_BREAKER_FAILURES", 5, minimum=0),
             breaker_reset_seconds=_number(env, "LOGIC_BREAKER_RESET_SECONDS", 5.0, positive=True),
+            traffic_poll_seconds=_number(env, "LOGIC_TRAFFIC_POLL_SECONDS", 2.0),
         )
 
 

@@ -16,4 +16,5 @@ pytest_plugins = [
     "devtools.ckpt_models",
     "devtools.savedmodels",
     "devtools.sklearn_artifacts",
+    "devtools.traffic",
 ]

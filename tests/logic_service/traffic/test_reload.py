@@ -1,0 +1,171 @@
+"""Reloading routes under load with the real server (gunicorn master + 2 workers): a file edit
+and a SIGHUP each move the traffic without losing a request or restarting a worker; a bad
+edit is refused with one line and the routes in force keep serving, also in a worker started
+after it."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from devtools.servers import ServerProcess
+from devtools.traffic import TrafficBed, metric, start_traffic_logic
+from tests.faults.conftest import Load, Outcome, statuses, wait_for
+
+CLIENTS = 8
+
+
+def _versions(bed: TrafficBed, records: list[dict[str, Any]]) -> dict[str, list[float]]:
+    return {"stable": bed.expected(records, 1), "canary": bed.expected(records, 2)}
+
+
+def _answered_by(outcome: Outcome, expected: dict[str, list[float]]) -> str | None:
+    if outcome.status != 200:
+        return None
+    scores = [float(p[0] if isinstance(p, list) else p) for p in outcome.body["data"]]
+    for version, wanted in expected.items():
+        if scores == pytest.approx(wanted, abs=1e-5):
+            return version
+    return None
+
+
+def _all_from(load: Load, expected: dict[str, list[float]], version: str, last: int = 40) -> bool:
+    recent = load.outcomes[-last:]
+    return len(recent) == last and all(_answered_by(o, expected) == version for o in recent)
+
+
+def _workers(server: ServerProcess) -> set[int]:
+    return {child.pid for child in psutil.Process(server.process.pid).children()}
+
+
+def _refusals(server: ServerProcess) -> list[str]:
+    return [line for line in server.log().splitlines() if "traffic reload refused" in line]
+
+
+def _edit(bed: TrafficBed, path: Path, traffic: dict[str, Any] | None, **pipeline: Any) -> None:
+    """Rewrite the file (a new mtime even within the same second: the size or inode changes)."""
+    time.sleep(0.05)
+    bed.write_pipelines(path, traffic, **pipeline)
+
+
+def test_file_edits_under_load_lose_no_request_and_bad_ones_are_refused(
+    traffic_bed: TrafficBed, graph: ServerProcess, tmp_path: Path
+) -> None:
+    logic = start_traffic_logic(
+        traffic_bed,
+        graph.url,
+        tmp_path,
+        {"routes": {"stable": 100}},
+        env={"LOGIC_TRAFFIC_POLL_SECONDS": "0.5"},
+    )
+    config = tmp_path / "pipelines.yaml"
+    records = traffic_bed.records(2, seed=9)
+    expected = _versions(traffic_bed, records)
+    workers = _workers(logic)
+    try:
+        with Load(logic.url, CLIENTS, lambda _c, _s: {"data": records}) as load:
+            wait_for(lambda: len(load.outcomes) > 100, 30, "load running")
+            _edit(traffic_bed, config, {"routes": {"stable": 0, "canary": 100}})
+            moved = wait_for(lambda: _all_from(load, expected, "canary"), 20, "canary answers")
+
+            bad_edits = [
+                {"routes": {"stable": 0, "canary": 0}},  # weights sum to 0
+                {"routes": {"stable": 50, "canray": 50}},  # a label the graph does not know
+                {"routes": {"stable": 50, "canary": 50}, "shadow": "canary", "shadow_sample": 2},
+            ]
+            for number, traffic in enumerate(bad_edits, start=1):
+                _edit(traffic_bed, config, traffic)
+                wait_for(lambda n=number: len(_refusals(logic)) == n, 20, f"refusal {number}")
+            config.write_text("pipelines: {credit: [unclosed\n")
+            wait_for(lambda: len(_refusals(logic)) == 4, 20, "refusal of broken YAML")
+            time.sleep(1.5)  # three more polls: nothing changes, nothing is logged again
+            assert _all_from(load, expected, "canary", last=200)
+
+            # Traffic and an artifact path changed together: traffic applies, the rest waits.
+            moved_copy = tmp_path / "transformer-copy.pkl"
+            shutil.copy(traffic_bed.artifacts.root / "credit" / "transformer.pkl", moved_copy)
+            _edit(traffic_bed, config, {"routes": {"stable": 100}}, transformer=str(moved_copy))
+            back = wait_for(lambda: _all_from(load, expected, "stable"), 20, "stable answers")
+            time.sleep(0.5)
+        outcomes = load.outcomes
+        generation = metric(logic.url, "logic_traffic_generation")
+        assert _workers(logic) == workers  # nobody was restarted
+    finally:
+        logic.stop()
+    assert all(o.status == 200 for o in outcomes), statuses(outcomes)
+    assert {_answered_by(o, expected) for o in outcomes} == {"stable", "canary"}
+    assert generation == 3  # start, canary, stable: the refused edits made no generation
+    refusals = _refusals(logic)
+    assert len(refusals) == 4 and all("generation 2 keeps serving" in r for r in refusals)
+    for refusal, needle in zip(
+        refusals,
+        ["weights sum to 0", "traffic names label 'canray'", "shadow_sample", "not valid YAML"],
+        strict=True,
+    ):
+        assert needle in refusal
+    applied = [line for line in logic.log().splitlines() if "traffic generation" in line]
+    assert len(applied) == 2
+    assert "only traffic blocks reload, artifact and other changes need a restart" in applied[1]
+    assert re.search(r"not applied until a restart: pipeline 'credit': transformer", applied[1])
+    print(f"file edit seen by every worker after {moved:.1f} s; back after {back:.1f} s")
+
+
+def test_sighup_under_load_reloads_in_place_and_a_new_worker_serves_the_same(
+    traffic_bed: TrafficBed, graph: ServerProcess, tmp_path: Path
+) -> None:
+    logic = start_traffic_logic(
+        traffic_bed,
+        graph.url,
+        tmp_path,
+        {"routes": {"stable": 100}},
+        env={"LOGIC_TRAFFIC_POLL_SECONDS": "0"},  # no file watching: only SIGHUP reloads
+    )
+    config = tmp_path / "pipelines.yaml"
+    records = traffic_bed.records(3, seed=10)
+    expected = _versions(traffic_bed, records)
+    workers = _workers(logic)
+    try:
+        with Load(logic.url, CLIENTS, lambda _c, _s: {"data": records}) as load:
+            wait_for(lambda: len(load.outcomes) > 100, 30, "load running")
+            _edit(traffic_bed, config, {"routes": {"canary": 100}})
+            time.sleep(1.5)
+            assert _all_from(load, expected, "stable", last=100)  # not applied without SIGHUP
+            logic.process.send_signal(signal.SIGHUP)
+            wait_for(lambda: _all_from(load, expected, "canary"), 20, "canary after SIGHUP")
+            # A SIGHUP to every process (dumb-init forwards to the process group): the same.
+            _edit(traffic_bed, config, {"routes": {"stable": 100}})
+            for process in [*psutil.Process(logic.process.pid).children(), logic.process]:
+                process.send_signal(signal.SIGHUP)
+            wait_for(lambda: _all_from(load, expected, "stable"), 20, "stable after SIGHUP")
+        outcomes = load.outcomes
+        assert _workers(logic) == workers
+
+        # Good, then refused: a worker started now must serve the good one, not the start's.
+        _edit(traffic_bed, config, {"routes": {"canary": 100}})
+        logic.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: metric(logic.url, "logic_traffic_generation") == 4, 20, "generation 4")
+        _edit(traffic_bed, config, {"routes": {"stable": 0}})
+        logic.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: len(_refusals(logic)) == 1, 20, "the refusal")
+        victim = sorted(workers)[0]
+        psutil.Process(victim).kill()
+        wait_for(
+            lambda: len(_workers(logic) - workers) == 1 and len(_workers(logic)) == 2,
+            30,
+            "a new worker",
+        )
+        wait_for(lambda: metric(logic.url, "logic_traffic_generation") == 4, 20, "livemin 4")
+        with Load(logic.url, CLIENTS, lambda _c, _s: {"data": records}) as after:
+            wait_for(lambda: len(after.outcomes) > 400, 60, "requests on both workers")
+        assert {_answered_by(o, expected) for o in after.outcomes} == {"canary"}
+    finally:
+        logic.stop()
+    assert all(o.status == 200 for o in outcomes), statuses(outcomes)
+    assert logic.log().count("Booting worker") == 3  # the two at start, the one killed
