@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 # Threads per worker process sending shadow calls (they wait on the graph, not on the CPU).
 SHADOW_THREADS = 4
+# A job's deadline is shadow_timeout plus this: the call itself then gets all of
+# shadow_timeout, and a call that runs out of it counts against the shadow's breaker.
+DEADLINE_SLACK = 0.05
 
 
 @dataclass(frozen=True, eq=False)
@@ -179,7 +182,7 @@ class ShadowRunner:
                 plan.pipeline,
                 job.features,
                 job.rows,
-                deadline=Deadline(plan.timeout),
+                deadline=Deadline(plan.timeout + DEADLINE_SLACK),
                 request_id=job.request_id,
                 batching=plan.batching,
             )
