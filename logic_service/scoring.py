@@ -59,7 +59,6 @@ class Scorer:
         self.default = default if default is not None else _only(pipelines)
         self.settings = settings
         self.graph_url = client.base_url if client is not None else None
-        self.targets: dict[str, RemoteTarget] = {}  # by pipeline name: its first serving lane's
         self.batching: dict[str, bool] = {}
         self._metrics = metrics
         self._by_key: dict[TargetKey, RemoteTarget] = {}
@@ -165,8 +164,9 @@ class Scorer:
         """GET /pipelines' entry: the pipeline's contract, what its target knows, its traffic
         (`snapshot`: the traffic metrics summed over the service's processes)."""
         info = pipeline.describe()
-        target = self.targets.get(pipeline.name)
-        if target is not None:
+        serving = self.traffic.serving_targets(pipeline.name)
+        if serving:
+            target = serving[0]  # the versions a pipeline routes to share one signature
             signature = target.signatures.value
             info["model"]["signature_read"] = signature is not None
             info["model"]["batching"] = self.batching[pipeline.name]
@@ -212,7 +212,6 @@ class Scorer:
         routes); its batch limits are the strictest of its pipelines'."""
         settings = self.settings
         by_key: dict[TargetKey, list[Pipeline]] = {}
-        first: dict[str, TargetKey] = {}
         for pipeline in self.pipelines.values():
             spec = pipeline.spec
             if spec.graph is None:
@@ -221,15 +220,11 @@ class Scorer:
             self.batching[pipeline.name] = (
                 settings.batching if spec.batching is None else spec.batching
             )
-            for servable, weight in servables(spec, spec.traffic):
+            for servable, _weight in servables(spec, spec.traffic):
                 key = TargetKey.of(self.graph_url, lane_spec(spec.graph, servable))
                 by_key.setdefault(key, []).append(pipeline)
-                if weight > 0:
-                    first.setdefault(pipeline.name, key)
         for key, members in by_key.items():
             self._by_key[key] = self._new_target(key, members)
-        for name, key in first.items():
-            self.targets[name] = self._by_key[key]
 
     def _new_target(
         self, key: TargetKey, members: list[Pipeline], label: str | None = None
