@@ -23,13 +23,14 @@ import logging
 import os
 import signal
 import threading
+import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from logic_service.config import PipelineSpec, ServiceConfig, parse_config
+from logic_service.config import GraphTarget, PipelineSpec, ServiceConfig, parse_config
 from logic_service.errors import ConfigError
 from logic_service.traffic.board import TrafficBoard
 from logic_service.traffic.metrics import TrafficMetrics
@@ -40,7 +41,10 @@ log = logging.getLogger(__name__)
 
 # How long a reload waits for the graph's answer about each label (the master waits).
 VERIFY_TIMEOUT = 2.0
+SETTLE_SECONDS = 0.1
 RESTART_NOTE = "artifact and other changes need a restart"
+# PipelineSpec fields named otherwise in the pipeline file.
+_FILE_KEYS = {"transformers": "transformer", "graph": "graph_model"}
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,9 @@ class TrafficReloader:
         self.board = board or TrafficBoard()
         self.metrics = metrics
         self.poll_seconds = poll_seconds
-        self.judged = state.digest  # the last file version judged (accepted or refused)
+        # The last file version judged (accepted or refused): its content and its stat, so
+        # every worker's notice of one edit is judged once, and a touch has it judged again.
+        self.judged = (state.digest, state.stat)
         self.seen = state.stat  # the last file version a follower noticed
 
     @property
@@ -101,15 +107,15 @@ class TrafficReloader:
     def check(self) -> bool:
         """Judge the file if it changed since last judged; True when a new generation was
         applied (the caller wakes the workers)."""
-        current = FileState.read(self.path)
+        current = _settled(self.path)
         self.seen = current.stat
+        if (current.digest, current.stat) == self.judged:
+            log.debug("traffic reload: %s unchanged since judged", self.path)
+            return False
+        self.judged = (current.digest, current.stat)
         if current.digest is None:
             self._refuse(f"cannot read {self.path}")
             return False
-        if current.digest == self.judged:
-            log.debug("traffic reload: %s unchanged", self.path)
-            return False
-        self.judged = current.digest
         try:
             new = _parse(current.text, self.path)
             specs = _specs(new, self.table)
@@ -169,7 +175,6 @@ class TrafficReloader:
         generation, text = published
         new = _parse(text, self.path)
         self.table.apply(_specs(new, self.table), generation)
-        self.judged = hashlib.sha256(text).hexdigest()
         log.debug("worker %d serves traffic generation %d", os.getpid(), generation)
         return True
 
@@ -247,16 +252,27 @@ def outside_traffic(old: ServiceConfig, new: ServiceConfig) -> list[str]:
             changes.append(f"pipeline {name!r} added")
         elif after is None:
             changes.append(f"pipeline {name!r} removed")
-        else:
-            keys = [
-                item.name
-                for item in fields(PipelineSpec)
-                if item.name != "traffic"
-                and getattr(before, item.name) != getattr(after, item.name)
-            ]
-            if keys:
-                changes.append(f"pipeline {name!r}: {', '.join(keys)}")
+        elif keys := _changed_keys(before, after):
+            changes.append(f"pipeline {name!r}: {', '.join(keys)}")
     return changes
+
+
+def _changed_keys(before: PipelineSpec, after: PipelineSpec) -> list[str]:
+    """The pipeline-file keys (not the field names) whose values differ, traffic aside."""
+    keys = []
+    for item in fields(PipelineSpec):
+        old, new = getattr(before, item.name), getattr(after, item.name)
+        if item.name in ("name", "traffic") or old == new:
+            continue
+        if item.name == "graph" and old is not None and new is not None:
+            keys += [
+                "graph_model" if part.name == "model" else part.name
+                for part in fields(GraphTarget)
+                if getattr(old, part.name) != getattr(new, part.name)
+            ]
+        else:
+            keys.append(_FILE_KEYS.get(item.name, item.name))
+    return keys
 
 
 def describe_specs(specs: dict[str, TrafficSpec | None]) -> str:
@@ -288,6 +304,18 @@ def _parse(text: bytes, path: Path) -> ServiceConfig:
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {error}".replace("\n", " ")) from None
     return parse_config(raw, path)
+
+
+def _settled(path: Path) -> FileState:
+    """The file once it has not changed for SETTLE_SECONDS: an editor writing it in place
+    (truncate, then write) is not judged half-written."""
+    state = FileState.read(path)
+    for _ in range(10):
+        if state.stat is None or time.time_ns() - state.stat[2] >= SETTLE_SECONDS * 1e9:
+            break
+        time.sleep(SETTLE_SECONDS)
+        state = FileState.read(path)
+    return state
 
 
 def _stat_key(info: os.stat_result) -> tuple[int, int, int]:

@@ -5,7 +5,7 @@ after it."""
 
 from __future__ import annotations
 
-import re
+import os
 import shutil
 import signal
 import time
@@ -17,6 +17,8 @@ import pytest
 
 from devtools.servers import ServerProcess
 from devtools.traffic import TrafficBed, metric, start_traffic_logic
+from logic_service.config import parse_config
+from logic_service.traffic.reload import outside_traffic
 from tests.faults.conftest import Load, Outcome, statuses, wait_for
 
 CLIENTS = 8
@@ -45,6 +47,12 @@ def _workers(server: ServerProcess) -> set[int]:
     return {child.pid for child in psutil.Process(server.process.pid).children()}
 
 
+def _booted(server: ServerProcess) -> set[int]:
+    """Both workers' pids (the master forks the second after /ready may already answer)."""
+    wait_for(lambda: len(_workers(server)) == 2, 30, "two workers")
+    return _workers(server)
+
+
 def _refusals(server: ServerProcess) -> list[str]:
     return [line for line in server.log().splitlines() if "traffic reload refused" in line]
 
@@ -68,7 +76,7 @@ def test_file_edits_under_load_lose_no_request_and_bad_ones_are_refused(
     config = tmp_path / "pipelines.yaml"
     records = traffic_bed.records(2, seed=9)
     expected = _versions(traffic_bed, records)
-    workers = _workers(logic)
+    workers = _booted(logic)
     try:
         with Load(logic.url, CLIENTS, lambda _c, _s: {"data": records}) as load:
             wait_for(lambda: len(load.outcomes) > 100, 30, "load running")
@@ -86,7 +94,10 @@ def test_file_edits_under_load_lose_no_request_and_bad_ones_are_refused(
             config.write_text("pipelines: {credit: [unclosed\n")
             wait_for(lambda: len(_refusals(logic)) == 4, 20, "refusal of broken YAML")
             time.sleep(1.5)  # three more polls: nothing changes, nothing is logged again
+            assert len(_refusals(logic)) == 4
             assert _all_from(load, expected, "canary", last=200)
+            os.utime(config)  # a touch has the same file judged again
+            wait_for(lambda: len(_refusals(logic)) == 5, 20, "the touched file judged again")
 
             # Traffic and an artifact path changed together: traffic applies, the rest waits.
             moved_copy = tmp_path / "transformer-copy.pkl"
@@ -103,17 +114,23 @@ def test_file_edits_under_load_lose_no_request_and_bad_ones_are_refused(
     assert {_answered_by(o, expected) for o in outcomes} == {"stable", "canary"}
     assert generation == 3  # start, canary, stable: the refused edits made no generation
     refusals = _refusals(logic)
-    assert len(refusals) == 4 and all("generation 2 keeps serving" in r for r in refusals)
+    assert len(refusals) == 5 and all("generation 2 keeps serving" in r for r in refusals)
     for refusal, needle in zip(
         refusals,
-        ["weights sum to 0", "traffic names label 'canray'", "shadow_sample", "not valid YAML"],
+        [
+            "weights sum to 0",
+            "traffic names label 'canray'",
+            "shadow_sample",
+            "not valid YAML",
+            "not valid YAML",
+        ],
         strict=True,
     ):
         assert needle in refusal
     applied = [line for line in logic.log().splitlines() if "traffic generation" in line]
     assert len(applied) == 2
     assert "only traffic blocks reload, artifact and other changes need a restart" in applied[1]
-    assert re.search(r"not applied until a restart: pipeline 'credit': transformer", applied[1])
+    assert applied[1].endswith("not applied until a restart: pipeline 'credit': transformer\"}")
     print(f"file edit seen by every worker after {moved:.1f} s; back after {back:.1f} s")
 
 
@@ -130,7 +147,7 @@ def test_sighup_under_load_reloads_in_place_and_a_new_worker_serves_the_same(
     config = tmp_path / "pipelines.yaml"
     records = traffic_bed.records(3, seed=10)
     expected = _versions(traffic_bed, records)
-    workers = _workers(logic)
+    workers = _booted(logic)
     try:
         with Load(logic.url, CLIENTS, lambda _c, _s: {"data": records}) as load:
             wait_for(lambda: len(load.outcomes) > 100, 30, "load running")
@@ -169,3 +186,27 @@ def test_sighup_under_load_reloads_in_place_and_a_new_worker_serves_the_same(
         logic.stop()
     assert all(o.status == 200 for o in outcomes), statuses(outcomes)
     assert logic.log().count("Booting worker") == 3  # the two at start, the one killed
+
+
+def test_changes_outside_the_traffic_blocks_are_named_by_their_keys(tmp_path: Path) -> None:
+    def config(**credit: Any) -> Any:
+        body = {"transformer": "t.pkl", "graph_model": "credit", **credit}
+        return parse_config({"pipelines": {"credit": body}}, tmp_path / "pipelines.yaml")
+
+    start = config(version_label="stable", traffic={"shadow": "canary"})
+    assert outside_traffic(start, config(version_label="stable")) == []  # traffic is not "other"
+    assert outside_traffic(start, config(version_label="canary", graph_model="credit2")) == [
+        "pipeline 'credit': graph_model, version_label"
+    ]
+    assert outside_traffic(start, config(transformer="other.pkl", max_rows=5)) == [
+        "pipeline 'credit': transformer, version_label, max_rows"
+    ]
+    two = parse_config(
+        {"default": "credit", "pipelines": {"credit": {"model": "m.pkl"}, "new": {"model": "m"}}},
+        tmp_path / "pipelines.yaml",
+    )
+    assert outside_traffic(start, two) == [
+        "default",
+        "pipeline 'credit': transformer, graph_model, model",
+        "pipeline 'new' added",
+    ]

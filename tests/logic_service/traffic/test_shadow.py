@@ -40,6 +40,16 @@ def _wait_for_jobs(url: str, count: int, timeout: float = 30) -> None:
         time.sleep(0.1)
 
 
+def _settled_jobs(url: str) -> float:
+    """Shadow jobs counted once the count stops moving (the last ones are off the path)."""
+    last, deadline = -1.0, time.monotonic() + 30
+    while (now := metric(url, "logic_shadow_jobs_total", pipeline="credit")) != last:
+        assert time.monotonic() < deadline, "shadow jobs never settled"
+        last = now
+        time.sleep(0.5)
+    return now
+
+
 def _scores(body: dict) -> list[float]:
     return [float(p[0] if isinstance(p, list) else p) for p in body["data"]]
 
@@ -130,8 +140,7 @@ def test_a_sample_of_the_requests_routed_elsewhere_is_shadowed(
             response = session.post(logic.url + "/get_score", json={"data": record}, timeout=30)
             assert response.status_code == 200
         stable = metric(logic.url, "logic_routed_requests_total", version="stable")
-        time.sleep(1)  # let the last jobs finish
-        jobs = metric(logic.url, "logic_shadow_jobs_total", pipeline="credit")
+        jobs = _settled_jobs(logic.url)
         canary_pairs = metric(logic.url, "logic_shadow_jobs_total", primary="canary")
     finally:
         logic.stop()
