@@ -44,6 +44,7 @@ def test_pipelines_shows_weights_requests_per_version_and_the_shadow(
             time.sleep(0.1)
         info = requests.get(logic.url + "/pipelines", timeout=10).json()["data"]["pipelines"][0]
         ready = requests.get(logic.url + "/ready", timeout=10).json()
+        api = requests.get(logic.url + "/openapi.json", timeout=10).json()
     finally:
         logic.stop()
     traffic = info["traffic"]
@@ -72,6 +73,8 @@ def test_pipelines_shows_weights_requests_per_version_and_the_shadow(
     (comparison,) = shadow["comparisons"]  # canary requests are not compared with themselves
     assert comparison["primary"] == "stable" and comparison["jobs"]["ok"] == stable
     assert comparison["compared_values"] == stable
+    answered = api["paths"]["/get_score"]["post"]["responses"]["200"]
+    assert "X-Model-Version" in answered["headers"]
     assert set(ready["data"]["graph"]) == {
         "credit@stable",
         "credit@canary",
