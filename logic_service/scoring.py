@@ -142,17 +142,22 @@ class Scorer:
 
     def readiness(self) -> Readiness:
         """This pod can do its own work: artifacts loaded (they are, or it would not run) and
-        each graph signature read once. Never calls the graph or waits on a lock."""
+        each graph signature read once. Never calls the graph or waits on a lock.
+
+        Only the versions taking traffic at start-up are waited for: a version a reload adds
+        is read in the background, and until then its requests fail (503/504) while the
+        other versions serve; taking the pod out of the Service would fail them all."""
         reasons: dict[str, str] = {}
         for name in self.pipelines:
             unread = [t for t in self.traffic.serving_targets(name) if not t.signatures.ever_read]
-            if not unread:
+            for target in unread:
+                target.ensure_reader()
+            waited = [t for t in unread if id(t) in self._startup_targets]
+            if not waited:
                 reasons[name] = "ready"
             else:
-                target = unread[0]
-                target.ensure_reader()
-                error = target.signatures.last_error or "not tried yet"
-                reasons[name] = f"graph signature of {target.label} not read yet ({error})"
+                error = waited[0].signatures.last_error or "not tried yet"
+                reasons[name] = f"graph signature of {waited[0].label} not read yet ({error})"
         # Shadows are listed, never waited for: they answer no caller.
         targets = {
             target.label: target.status()
@@ -225,6 +230,7 @@ class Scorer:
                 by_key.setdefault(key, []).append(pipeline)
         for key, members in by_key.items():
             self._by_key[key] = self._new_target(key, members)
+        self._startup_targets = {id(target) for target in self._by_key.values()}
 
     def _new_target(
         self, key: TargetKey, members: list[Pipeline], label: str | None = None

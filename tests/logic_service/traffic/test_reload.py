@@ -14,6 +14,7 @@ from typing import Any
 
 import psutil
 import pytest
+import requests
 
 from devtools.servers import ServerProcess
 from devtools.traffic import TrafficBed, metric, start_traffic_logic
@@ -210,3 +211,39 @@ def test_changes_outside_the_traffic_blocks_are_named_by_their_keys(tmp_path: Pa
         "pipeline 'credit': transformer, graph_model, model",
         "pipeline 'new' added",
     ]
+
+
+def test_a_reload_to_a_version_the_graph_lacks_fails_only_its_requests(
+    traffic_bed: TrafficBed, graph: ServerProcess, tmp_path: Path
+) -> None:
+    """A version number cannot be told from one still loading: applied with a warning; its
+    requests fail (503, naming it), the others are answered, the pod stays ready."""
+    logic = start_traffic_logic(
+        traffic_bed,
+        graph.url,
+        tmp_path,
+        {"routes": {"stable": 100}},
+        env={"LOGIC_TRAFFIC_POLL_SECONDS": "0.5"},
+    )
+    config = tmp_path / "pipelines.yaml"
+    records = traffic_bed.records(1, seed=13)
+    try:
+        _edit(traffic_bed, config, {"routes": {"stable": 50, 7: 50}})
+        wait_for(lambda: metric(logic.url, "logic_traffic_generation") == 2, 20, "generation 2")
+        session = requests.Session()
+        answers = [
+            session.post(logic.url + "/get_score", json={"data": records}, timeout=30)
+            for _ in range(40)
+        ]
+        ready = requests.get(logic.url + "/ready", timeout=10)
+    finally:
+        logic.stop()
+    by_version = {r.headers["X-Model-Version"]: r for r in answers}
+    assert set(by_version) == {"stable", "7"}
+    assert {r.status_code for r in answers if r.headers["X-Model-Version"] == "stable"} == {200}
+    failed = [r for r in answers if r.headers["X-Model-Version"] == "7"]
+    assert {r.status_code for r in failed} == {503}
+    assert "/v1/models/credit/versions/7" in failed[0].json()["msg"]
+    assert ready.status_code == 200
+    warning = [line for line in logic.log().splitlines() if "credit@7" in line]
+    assert warning and "requests routed there fail until it is served" in warning[0]
