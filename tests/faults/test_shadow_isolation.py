@@ -43,6 +43,14 @@ def _jobs(url: str, outcome: str) -> float:
     return metric(url, "logic_shadow_jobs_total", outcome=outcome)
 
 
+def _settle(url: str) -> None:
+    """Wait until no shadow job is finishing (the counters stay still for 0.3 s)."""
+    last, deadline = -1.0, time.monotonic() + 10
+    while (now := metric(url, "logic_shadow_jobs_total")) != last and time.monotonic() < deadline:
+        last = now
+        time.sleep(0.3)
+
+
 def test_a_frozen_then_dead_shadow_changes_no_answer_and_no_p99(
     traffic_bed: TrafficBed, tmp_path: Path
 ) -> None:
@@ -70,6 +78,7 @@ def test_a_frozen_then_dead_shadow_changes_no_answer_and_no_p99(
         )
 
         def run(phase: str) -> None:
+            _settle(logic.url)  # jobs of the phase before are not counted in this one
             before = {o: _jobs(logic.url, o) for o in ("ok", "timeout", "unavailable", "dropped")}
             with Load(logic.url, CLIENTS, lambda _c, _s: {"data": records}) as load:
                 time.sleep(PHASE_SECONDS)
