@@ -12,6 +12,8 @@ A map, by job:
   compiled (ONNX) engine and its parity gate, loading at start-up.
 - `graph/`: calls to the graph tier: the HTTP transport and client, one target per servable
   with its batcher and breaker, TF Serving's wire format.
+- `traffic/`: which version answers (weighted, sticky routes), the shadow compared off the
+  caller's path, and reloading both on SIGHUP or a file change.
 
 Never imports TensorFlow.
 """

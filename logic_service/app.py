@@ -30,6 +30,7 @@ from logic_service.metrics import Metrics
 from logic_service.pipeline.loader import load_pipelines
 from logic_service.scoring import Scorer
 from logic_service.settings import Settings
+from logic_service.traffic.reload import FileState, TrafficReloader
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +47,14 @@ class ServiceState:
     config: ServiceConfig
     scorer: Scorer
     metrics: Metrics
+    reloader: TrafficReloader
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app; raises ConfigError (the service must not start) on any bad artifact."""
     settings = settings if settings is not None else Settings.from_env()
     configure_logging(settings.json_logs)
+    started_from = FileState.read(settings.config_path)  # before parsing: a later edit is seen
     config = load_config(settings.config_path)
     if settings.compiled_dir is not None:
         config = dataclasses.replace(config, compiled_dir=settings.compiled_dir)
@@ -90,10 +93,18 @@ def create_app(settings: Settings | None = None) -> Flask:
             name,
             problem,
         )
+    reloader = TrafficReloader(
+        config,
+        scorer.traffic,
+        started_from,
+        metrics=scorer.traffic.metrics,
+        poll_seconds=settings.traffic_poll_seconds,
+    )
+    reloader.start(min(5.0, settings.read_timeout))
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
-    app.extensions[EXTENSION] = ServiceState(settings, config, scorer, metrics)
+    app.extensions[EXTENSION] = ServiceState(settings, config, scorer, metrics, reloader)
     register_error_handlers(app)
     # POST /get_score is served before Flask: the hot path (score_endpoint.py).
     app.wsgi_app = ScoreEndpoint(  # type: ignore[method-assign]
@@ -121,6 +132,12 @@ def warm_up(app: Flask) -> None:
     so a worker's first request does not pay for them."""
     for pipeline in app.extensions[EXTENSION].scorer.pipelines.values():
         pipeline.open_sessions()
+
+
+def traffic_reloader(app: Flask) -> TrafficReloader:
+    """The app's traffic reloader, for gunicorn's hooks (SIGHUP in the master, the workers'
+    followers): logic_service/traffic/reload.py."""
+    return app.extensions[EXTENSION].reloader
 
 
 def _state() -> ServiceState:
@@ -159,9 +176,12 @@ def ready() -> Response:
 @routes.get("/pipelines")
 def pipelines() -> Response:
     scorer = _state().scorer
+    snapshot = scorer.traffic.snapshot()
     data = {
         "default": scorer.default,
-        "pipelines": [scorer.describe(pipeline) for pipeline in scorer.pipelines.values()],
+        "pipelines": [
+            scorer.describe(pipeline, snapshot) for pipeline in scorer.pipelines.values()
+        ],
     }
     return _json({"msg": "Successful!", "code": 200, "data": data})
 

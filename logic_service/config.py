@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from logic_service.errors import ConfigError
+from logic_service.traffic.spec import TrafficSpec, parse_traffic
 
 METHODS = ("predict", "predict_proba", "decision_function")
 DEFAULT_MAX_ROWS = 10_000
@@ -55,6 +56,7 @@ _PIPELINE_KEYS = {
     "batching",
     "max_batch_rows",
     "max_batch_wait_ms",
+    "traffic",
 }
 ENGINES = ("auto", "onnx", "sklearn")
 UNKNOWN_MODES = ("allow", "warn", "reject")
@@ -137,6 +139,8 @@ class PipelineSpec:
     batching: bool | None = None
     max_batch_rows: int | None = None
     max_batch_wait_ms: float | None = None
+    # Routes, sticky key, shadow (logic_service/traffic/): the part that reloads without a restart.
+    traffic: TrafficSpec | None = None
 
     def artifact_refs(self) -> list[tuple[str, ArtifactRef]]:
         """(role, reference) of every file the pipeline unpickles, in the order it loads them."""
@@ -274,7 +278,15 @@ def _pipeline(name: str, raw: Any, base: Path, max_rows: int, where: str) -> Pip
             timeout=None if timeout is None else _positive_float(timeout, f"{where}: timeout"),
         )
     else:
-        graph_only = ("version", "version_label", "signature_name", "input", "output", "timeout")
+        graph_only = (
+            "version",
+            "version_label",
+            "signature_name",
+            "input",
+            "output",
+            "timeout",
+            "traffic",
+        )
         batch_keys = ("batching", "max_batch_rows", "max_batch_wait_ms")
         for key in (*graph_only, *batch_keys):
             if key in body:
@@ -308,6 +320,9 @@ def _pipeline(name: str, raw: Any, base: Path, max_rows: int, where: str) -> Pip
         max_batch_wait_ms=None
         if body.get("max_batch_wait_ms") is None
         else _non_negative(body["max_batch_wait_ms"], f"{where}: max_batch_wait_ms"),
+        traffic=None
+        if graph is None or body.get("traffic") is None
+        else parse_traffic(body["traffic"], graph.version, graph.version_label, where),
     )
 
 

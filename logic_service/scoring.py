@@ -1,8 +1,8 @@
 """The request path of POST /get_score, readable top to bottom in `Scorer.score`.
 
-Holds the loaded pipelines and, for graph-backed ones, the graph target each calls (one
-`RemoteTarget` per servable, shared by the pipelines that call it). No file I/O and no
-schema discovery per request.
+Holds the loaded pipelines and, for graph-backed ones, the graph targets they route to (one
+`RemoteTarget` per servable, shared by the pipelines that call it) and the traffic table that
+picks one per request. No file I/O and no schema discovery per request.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from logic_service.graph.target import BatchPolicy, RemoteTarget, TargetKey
 from logic_service.metrics import Metrics
 from logic_service.pipeline.runtime import Pipeline
 from logic_service.settings import Settings
+from logic_service.traffic.metrics import Snapshot, TrafficMetrics
+from logic_service.traffic.routes import HeaderLookup, lane_spec, servables
+from logic_service.traffic.table import TrafficTable
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +58,17 @@ class Scorer:
         self.client = client
         self.default = default if default is not None else _only(pipelines)
         self.settings = settings
-        self.targets: dict[str, RemoteTarget] = {}  # by pipeline name
+        self.graph_url = client.base_url if client is not None else None
         self.batching: dict[str, bool] = {}
-        self._build_targets(metrics)
+        self._metrics = metrics
+        self._by_key: dict[TargetKey, RemoteTarget] = {}
+        self._clients: dict[str, GraphClient] = {client.base_url: client} if client else {}
+        self._build_targets()
+        # Which version answers each request, and the shadow (logic_service/traffic/).
+        self.traffic = TrafficTable(
+            pipelines, self, TrafficMetrics(metrics.registry) if metrics else None
+        )
+        self.traffic.apply({n: p.spec.traffic for n, p in pipelines.items() if p.graph_backed}, 1)
 
     def select(self, name: str | None) -> Pipeline:
         """The pipeline the body names, else the default; 400/404 when that is impossible."""
@@ -84,18 +95,22 @@ class Scorer:
         *,
         deadline: Deadline | None = None,
         trace: dict[str, Any] | None = None,
+        header: HeaderLookup | None = None,
     ) -> ScoreResult:
-        """Validate + features -> model (graph target, maybe batched, or in-process) -> rules.
-        `trace` receives the graph batch's id and size (also when the call fails)."""
+        """Validate + features -> route -> model (graph target, maybe batched, or in-process)
+        -> rules. `trace` receives the version that answered and the graph batch's id and
+        size (also when the call fails); `header` looks up a sticky header."""
         deadline = deadline or Deadline(self.settings.request_timeout)
         start = time.perf_counter()
         prepared = pipeline.prepare(data)
         mark = time.perf_counter()
         timings["preprocess"] = mark - start
         if pipeline.graph_backed:
-            assert pipeline.spec.graph is not None
-            outputs = self.targets[pipeline.name].predict(
-                pipeline.spec.graph,
+            lane = self.traffic.route(pipeline.name, data, header)  # the version that answers
+            if trace is not None:
+                trace["model_version"] = lane.name
+            outputs = lane.target.predict(
+                lane.spec,
                 pipeline.name,
                 prepared.features,
                 prepared.rows,
@@ -105,6 +120,7 @@ class Scorer:
                 trace=trace,
             )
             timings["graph"] = time.perf_counter() - mark
+            self.traffic.shadow(lane, prepared, outputs, request_id)  # off the caller's path
         else:
             outputs = pipeline.predict_local(prepared.features)
             timings["model"] = time.perf_counter() - mark
@@ -126,24 +142,36 @@ class Scorer:
 
     def readiness(self) -> Readiness:
         """This pod can do its own work: artifacts loaded (they are, or it would not run) and
-        each graph signature read once. Never calls the graph or waits on a lock."""
+        each graph signature read once. Never calls the graph or waits on a lock.
+
+        Only the versions taking traffic at start-up are waited for: a version a reload adds
+        is read in the background, and until then its requests fail (503/504) while the
+        other versions serve; taking the pod out of the Service would fail them all."""
         reasons: dict[str, str] = {}
         for name in self.pipelines:
-            target = self.targets.get(name)
-            if target is None or target.signatures.ever_read:
+            unread = [t for t in self.traffic.serving_targets(name) if not t.signatures.ever_read]
+            for target in unread:
+                target.ensure_reader()
+            waited = [t for t in unread if id(t) in self._startup_targets]
+            if not waited:
                 reasons[name] = "ready"
             else:
-                target.ensure_reader()
-                error = target.signatures.last_error or "not tried yet"
-                reasons[name] = f"graph signature of {target.label} not read yet ({error})"
-        targets = {target.label: target.status() for target in self.unique_targets()}
+                error = waited[0].signatures.last_error or "not tried yet"
+                reasons[name] = f"graph signature of {waited[0].label} not read yet ({error})"
+        # Shadows are listed, never waited for: they answer no caller.
+        targets = {
+            target.label: target.status()
+            for target in [*self.unique_targets(), *self.traffic.shadow_targets()]
+        }
         return Readiness(all(v == "ready" for v in reasons.values()), reasons, targets)
 
-    def describe(self, pipeline: Pipeline) -> dict[str, Any]:
-        """GET /pipelines' entry: the pipeline's contract plus what its target knows."""
+    def describe(self, pipeline: Pipeline, snapshot: Snapshot | None = None) -> dict[str, Any]:
+        """GET /pipelines' entry: the pipeline's contract, what its target knows, its traffic
+        (`snapshot`: the traffic metrics summed over the service's processes)."""
         info = pipeline.describe()
-        target = self.targets.get(pipeline.name)
-        if target is not None:
+        serving = self.traffic.serving_targets(pipeline.name)
+        if serving:
+            target = serving[0]  # the versions a pipeline routes to share one signature
             signature = target.signatures.value
             info["model"]["signature_read"] = signature is not None
             info["model"]["batching"] = self.batching[pipeline.name]
@@ -152,54 +180,91 @@ class Scorer:
                     name: {"dtype": str(t.dtype), "shape": t.shape}
                     for name, t in signature.inputs.items()
                 }
+            info["traffic"] = self.traffic.describe(pipeline.name, snapshot)
         return info
 
     def unique_targets(self) -> list[RemoteTarget]:
-        return list({id(t): t for t in self.targets.values()}.values())
+        """Every graph target requests can be routed to (one per servable)."""
+        return list(self._by_key.values())
 
-    def _build_targets(self, metrics: Metrics | None) -> None:
-        """One RemoteTarget per servable; its batch limits are the strictest of its pipelines'."""
+    def target_for(self, key: TargetKey, pipeline: Pipeline) -> RemoteTarget:
+        """The shared target of a servable, made (with `pipeline`'s batch limits) if new."""
+        target = self._by_key.get(key)
+        if target is None:
+            target = self._by_key[key] = self._new_target(key, [pipeline])
+        return target
+
+    def shadow_target(self, key: TargetKey, pipeline: Pipeline) -> RemoteTarget:
+        """A target of its own for a shadow: its breaker and batcher are nobody else's."""
+        return self._new_target(key, [pipeline], label=f"{key.label} (shadow)")
+
+    def client_for(self, url: str) -> GraphClient:
+        """The graph client for `url` (a shadow may live on another graph tier)."""
+        client = self._clients.get(url)
+        if client is None:
+            settings = self.settings
+            client = self._clients[url] = GraphClient(
+                url,
+                connect_timeout=settings.connect_timeout,
+                read_timeout=settings.read_timeout,
+                connect_retries=settings.connect_retries,
+                pool_size=settings.pool_size,
+            )
+        return client
+
+    def _build_targets(self) -> None:
+        """One RemoteTarget per servable a pipeline routes to (its version, or each of its
+        routes); its batch limits are the strictest of its pipelines'."""
         settings = self.settings
         by_key: dict[TargetKey, list[Pipeline]] = {}
         for pipeline in self.pipelines.values():
             spec = pipeline.spec
             if spec.graph is None:
                 continue
-            assert self.client is not None
-            by_key.setdefault(TargetKey.of(self.client.base_url, spec.graph), []).append(pipeline)
+            assert self.graph_url is not None
             self.batching[pipeline.name] = (
                 settings.batching if spec.batching is None else spec.batching
             )
+            for servable, _weight in servables(spec, spec.traffic):
+                key = TargetKey.of(self.graph_url, lane_spec(spec.graph, servable))
+                by_key.setdefault(key, []).append(pipeline)
         for key, members in by_key.items():
-            rows = [p.spec.max_batch_rows or settings.max_batch_rows for p in members]
-            waits = [
-                settings.max_batch_wait_ms
-                if p.spec.max_batch_wait_ms is None
-                else p.spec.max_batch_wait_ms
-                for p in members
-            ]
-            assert self.client is not None
-            target = RemoteTarget(
-                key,
-                self.client,
-                breaker_failures=settings.breaker_failures,
-                breaker_reset=settings.breaker_reset_seconds,
-                slots=settings.graph_concurrency,
-                policy=BatchPolicy(max_rows=min(rows), max_wait=min(waits) / 1000.0),
-                on_breaker_change=metrics.set_breaker_state if metrics else None,
-                observe_batch=(
-                    lambda rows, waits, label=key.label: metrics.observe_batch(label, rows, waits)
-                )
-                if metrics
-                else None,
-                count_call=metrics.count_graph_call if metrics else None,
-                overdue=settings.overdue_rule,
-                count_breaker_event=metrics.count_breaker_event if metrics else None,
+            self._by_key[key] = self._new_target(key, members)
+        self._startup_targets = {id(target) for target in self._by_key.values()}
+
+    def _new_target(
+        self, key: TargetKey, members: list[Pipeline], label: str | None = None
+    ) -> RemoteTarget:
+        settings, metrics = self.settings, self._metrics
+        rows = [p.spec.max_batch_rows or settings.max_batch_rows for p in members]
+        waits = [
+            settings.max_batch_wait_ms
+            if p.spec.max_batch_wait_ms is None
+            else p.spec.max_batch_wait_ms
+            for p in members
+        ]
+        label = label or key.label
+        target = RemoteTarget(
+            key,
+            self.client_for(key.url),
+            breaker_failures=settings.breaker_failures,
+            breaker_reset=settings.breaker_reset_seconds,
+            slots=settings.graph_concurrency,
+            policy=BatchPolicy(max_rows=min(rows), max_wait=min(waits) / 1000.0),
+            on_breaker_change=metrics.set_breaker_state if metrics else None,
+            observe_batch=(
+                lambda rows, waits, label=label: metrics.observe_batch(label, rows, waits)
             )
-            if metrics is not None:
-                metrics.set_breaker_state(key.label, 0)
-            for pipeline in members:
-                self.targets[pipeline.name] = target
+            if metrics
+            else None,
+            count_call=metrics.count_graph_call if metrics else None,
+            overdue=settings.overdue_rule,
+            count_breaker_event=metrics.count_breaker_event if metrics else None,
+        )
+        target.label = label  # a shadow's own name in metrics, logs and /ready
+        if metrics is not None:
+            metrics.set_breaker_state(label, 0)
+        return target
 
 
 def _only(pipelines: dict[str, Pipeline]) -> str | None:

@@ -64,6 +64,8 @@ class Settings:
     def overdue_rule(self) -> OverdueRule:
         return OverdueRule(self.overdue_factor, self.overdue_floor_seconds, self.overdue_min_calls)
 
+    traffic_poll_seconds: float = 2.0  # how often workers look for a changed pipeline file
+
     @classmethod
     def from_env(
         cls, environ: Mapping[str, str] | None = None, config_path: str | Path | None = None
@@ -103,6 +105,7 @@ class Settings:
             overdue_floor_seconds=_number(env, "LOGIC_OVERDUE_FLOOR_MS", 1000.0, positive=True)
             / 1000.0,
             overdue_min_calls=_integer(env, "LOGIC_OVERDUE_MIN_CALLS", 20, minimum=1),
+            traffic_poll_seconds=_number(env, "LOGIC_TRAFFIC_POLL_SECONDS", 2.0),
         )
 
 

@@ -17,4 +17,5 @@ pytest_plugins = [
     "devtools.savedmodels",
     "devtools.sklearn_artifacts",
     "devtools.legacy_sklearn",
+    "devtools.traffic",
 ]

@@ -103,6 +103,15 @@ for _name in os.listdir(_metrics_dir):
         os.unlink(os.path.join(_metrics_dir, _name))
 
 
+def on_starting(server):
+    """SIGHUP reloads the pipeline file's traffic blocks in place instead of re-forking the
+    workers from the app the master built at start (logic_service/traffic/reload.py)."""
+    from logic_service.app import traffic_reloader
+    from logic_service.traffic.reload import take_over_sighup
+
+    take_over_sighup(server, traffic_reloader(server.app.wsgi()))
+
+
 def pre_fork(server, worker):
     """Choose the new worker's CPU in the master, which knows where the live workers run."""
     from logic_service.http.worker import choose_cpu, pins_workers
@@ -121,10 +130,13 @@ def post_fork(server, worker):
 
 
 def post_worker_init(worker):
-    """Open this worker's onnxruntime sessions before its first request (never in the master)."""
-    from logic_service.app import warm_up
+    """Follow traffic reloads (SIGHUP, the file changing) and open this worker's onnxruntime
+    sessions before its first request (never in the master)."""
+    from logic_service.app import traffic_reloader, warm_up
 
-    warm_up(worker.app.wsgi())  # the Flask app itself (the worker wraps worker.wsgi)
+    app = worker.app.wsgi()  # the Flask app itself (the worker wraps worker.wsgi)
+    traffic_reloader(app).follow(master_pid=worker.ppid)
+    warm_up(app)
 
 
 def worker_exit(server, worker):

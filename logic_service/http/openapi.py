@@ -104,7 +104,20 @@ def build_document(pipelines: dict[str, Pipeline], default: str | None) -> dict[
                             }
                         },
                     },
-                    "responses": {"200": envelope("Scores, one per row."), **error_responses},
+                    "responses": {
+                        "200": {
+                            **envelope("Scores, one per row."),
+                            "headers": {
+                                "X-Model-Version": {
+                                    "description": "The graph model version that answered: "
+                                    "the route's label or version number, or latest "
+                                    "(graph pipelines only; docs/notes/traffic.md).",
+                                    "schema": {"type": "string"},
+                                }
+                            },
+                        },
+                        **error_responses,
+                    },
                 }
             },
             "/health": {

@@ -28,7 +28,7 @@ class RequestInfo:
     started: float
     request_id: str
     timings: dict[str, float] = field(default_factory=dict)
-    trace: dict[str, int] = field(default_factory=dict)  # graph batch id and size
+    trace: dict[str, Any] = field(default_factory=dict)  # model_version, graph batch id and size
     pipeline: str | None = None
     rows: int | None = None
 

@@ -9,8 +9,9 @@ path runs once per business request. It is installed the way Flask documents mid
 see the same thing.
 
 Same contract as any route: the body limit (413), JSON envelope and error mapping from
-errors.py, X-Request-ID echoed or made, the deadline header, one metrics observation and one
-JSON log line per request.
+errors.py, X-Request-ID echoed or made, the deadline header, X-Model-Version naming the graph
+version that answered (logic_service/traffic/), one metrics observation and one JSON log
+line per request.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from logic_service.scoring import Scorer
 log = logging.getLogger(__name__)
 
 PATH = "/get_score"
+VERSION_HEADER = "X-Model-Version"
 ALLOW = "OPTIONS, POST"
 _JSON = ("Content-Type", "application/json")
 
@@ -85,6 +87,9 @@ class ScoreEndpoint:
             status, error = unexpected_error(failure)
             body = error_body(status, error)
         headers += [("Content-Length", str(len(body))), ("X-Request-ID", info.request_id)]
+        version = info.trace.get("model_version")
+        if version is not None:  # the graph version that answered (or failed to)
+            headers.append((VERSION_HEADER, version))
         start_response(status_line(status), headers)
         info.finish(method, PATH, status, error)
         # Only configured names become labels: a caller's typo must not grow the series.
@@ -110,6 +115,7 @@ class ScoreEndpoint:
             info.timings,
             deadline=deadline,
             trace=info.trace,
+            header=lambda name: environ.get(wsgi_header_key(name)),
         )
         info.rows = result.rows
         return encode_score_response(result.data)
@@ -135,3 +141,8 @@ class ScoreEndpoint:
                 raise PayloadTooLargeError()
             return body
         return b""
+
+
+def wsgi_header_key(name: str) -> str:
+    """Where WSGI keeps a request header: `X-Customer-ID` -> `HTTP_X_CUSTOMER_ID`."""
+    return "HTTP_" + name.upper().replace("-", "_")

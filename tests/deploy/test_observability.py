@@ -29,6 +29,14 @@ LOGIC_METRICS = {
     "logic_batch_queue_wait_seconds": "histogram",
     "logic_graph_calls_total": "counter",
     "logic_graph_breaker_state": "gauge",
+    # Traffic between versions (logic_service/traffic/metrics.py).
+    "logic_routed_requests_total": "counter",
+    "logic_sticky_fallbacks_total": "counter",
+    "logic_shadow_jobs_total": "counter",
+    "logic_shadow_score_diff": "histogram",
+    "logic_shadow_decisions_total": "counter",
+    "logic_traffic_generation": "gauge",
+    "logic_traffic_reloads_total": "counter",
 }
 GRAPH_METRICS = {
     ":tensorflow:serving:request_count": "counter",
@@ -166,16 +174,39 @@ def test_dashboard_shows_rate_latency_batching_breaker_engine_and_graph_metrics(
 def test_logic_metric_types_match_the_logic_tiers_registry() -> None:
     """The names the logic tier registers today have the type the dashboard assumes."""
     from logic_service.metrics import Metrics
+    from logic_service.traffic.metrics import TrafficMetrics
 
-    registered = {metric.name: metric.type for metric in Metrics().registry.collect()}
+    metrics = Metrics()
+    TrafficMetrics(metrics.registry)  # the Scorer registers these in the same registry
+    registered = {metric.name: metric.type for metric in metrics.registry.collect()}
     assert registered, "the logic tier registers no metrics"
     for name, kind in registered.items():
         exported = name + "_total" if kind == "counter" else name
         if exported in LOGIC_METRICS:
             assert LOGIC_METRICS[exported] == kind, name
-    assert {"logic_requests_total", "logic_request_seconds"} <= {
-        name + "_total" if kind == "counter" else name for name, kind in registered.items()
-    }
+    exported = {name + "_total" if kind == "counter" else name for name, kind in registered.items()}
+    assert {"logic_requests_total", "logic_request_seconds"} <= exported
+    assert set(LOGIC_METRICS) <= exported, "the dashboard names a metric nobody registers"
+
+
+def test_traffic_row_shows_each_version_and_the_shadow_comparison_per_version_pair(
+    dashboard: dict,
+) -> None:
+    rows = [p for p in dashboard["panels"] if p["type"] == "row"]
+    assert [r["title"] for r in rows] == ["Logic tier", "Traffic between versions", "Graph tier"]
+    start, end = (r["gridPos"]["y"] for r in rows[1:])
+    traffic = [
+        p for p in dashboard["panels"] if p["type"] != "row" and start < p["gridPos"]["y"] < end
+    ]
+    exprs = [t["expr"] for p in traffic for t in p["targets"]]
+    assert any("by (pipeline, version)" in e and "logic_routed_requests_total" in e for e in exprs)
+    for family in (
+        "logic_shadow_score_diff",
+        "logic_shadow_decisions_total",
+        "logic_shadow_jobs_total",
+    ):
+        shown = [e for e in exprs if family in e]
+        assert shown and all("pipeline, primary, shadow" in e for e in shown), family
 
 
 def test_prometheus_scrapes_both_tiers_where_they_export(compose: dict) -> None:

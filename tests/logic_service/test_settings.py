@@ -50,8 +50,10 @@ def test_batching_breaker_and_deadline_settings_from_env() -> None:
             "LOGIC_BREAKER_FAILURES": "3",
             "LOGIC_BREAKER_RESET_SECONDS": "0.5",
             "LOGIC_REQUEST_TIMEOUT": "1.5",
+            "LOGIC_TRAFFIC_POLL_SECONDS": "0",
         }
     )
+    assert settings.traffic_poll_seconds == 0.0
     assert settings.batching is False and settings.max_batch_rows == 64
     assert settings.max_batch_wait_ms == 2.5
     assert settings.breaker_failures == 3 and settings.breaker_reset_seconds == 0.5
@@ -63,6 +65,7 @@ def test_batching_breaker_and_deadline_settings_from_env() -> None:
         0.0,
     )
     assert (defaults.breaker_failures, defaults.request_timeout) == (5, 10.0)
+    assert defaults.traffic_poll_seconds == 2.0
 
 
 def test_overdue_rule_settings_from_env() -> None:
@@ -101,6 +104,12 @@ def test_overdue_rule_settings_from_env() -> None:
         ("LOGIC_OVERDUE_FACTOR", "-1", "must not be negative"),
         ("LOGIC_OVERDUE_FLOOR_MS", "0", "greater than 0"),
         ("LOGIC_OVERDUE_MIN_CALLS", "0", "must be at least 1"),
+        (
+            "LOGIC_TRAFFIC_POLL_SECONDS",
+            "-2",
+            "LOGIC_TRAFFIC_POLL_SECONDS='-2' must not be negative",
+        ),
+        ("LOGIC_TRAFFIC_POLL_SECONDS", "often", "is not a number"),
     ],
 )
 def test_every_bad_value_is_one_line_naming_it(name: str, value: str, needle: str) -> None:
