@@ -11,6 +11,7 @@ environment needs the package index once; later sessions reuse the cache.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -39,6 +40,7 @@ class LegacyArtifacts:
     root: Path
     records: list[dict[str, Any]]
     expected: dict[str, list[Any]]
+    coverage_records: list[dict[str, Any]]
 
     def write_config(self, name: str, document: dict[str, Any]) -> Path:
         """A pipeline file in `root` (artifact paths relative to it)."""
@@ -55,7 +57,11 @@ def build_legacy(version: str, root: Path) -> LegacyArtifacts:
         else ensure_env(version, _progress, cache_root()).python
     )
     root.mkdir(parents=True, exist_ok=True)
-    subprocess.run([str(python), str(TRAIN_SCRIPT), str(root)], check=True, capture_output=True)
+    # The repository on its path: the coverage fixtures are devtools/sklearn_fits.py's.
+    env = {**os.environ, "PYTHONPATH": str(TRAIN_SCRIPT.parent.parent)}
+    subprocess.run(
+        [str(python), str(TRAIN_SCRIPT), str(root)], check=True, capture_output=True, env=env
+    )
     versions = json.loads((root / "versions.json").read_text())
     assert versions["scikit-learn"] == version, versions
     return LegacyArtifacts(
@@ -63,6 +69,7 @@ def build_legacy(version: str, root: Path) -> LegacyArtifacts:
         root,
         json.loads((root / "records.json").read_text()),
         json.loads((root / "expected.json").read_text()),
+        json.loads((root / "coverage_records.json").read_text()),
     )
 
 

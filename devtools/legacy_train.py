@@ -18,6 +18,11 @@ pickle their `_RemainderColsList`), it fits:
 Each object is saved with pickle, joblib (plain and zlib-compressed) and dill, as users do.
 `records.json` holds JSON records (null for a missing value) and `expected.json` the scores
 this release computes for them: what the kit must reproduce, whatever it runs.
+
+- `coverage/NAME.joblib`: every kind of step the compiled engine converts (string imputers,
+  one-hot and ordinal variants, numpy functions, the template on other columns), fitted by
+  `devtools/sklearn_fits.py`'s functions (the repository must be on PYTHONPATH), with this
+  release's features for `coverage_records.json` in `expected.json` under `coverage/NAME`.
 """
 
 from __future__ import annotations
@@ -132,6 +137,31 @@ def as_frame(records: list[dict]) -> pd.DataFrame:
     return frame.where(frame.notna(), np.nan)
 
 
+def coverage(out: Path) -> dict[str, list]:
+    """The converter coverage fixtures, fitted by this release, and its features for them."""
+    from devtools import sklearn_fits as fits
+
+    frame = fits.coverage_frame(fits.coverage_records(400, seed=0))
+    records = fits.coverage_records(60, seed=7)
+    template, _ = fits.fit_template(frame)
+    fitted = {
+        "template": template,
+        "string_imputers": fits.fit_string_imputers(frame),
+        "one_hot": fits.fit_one_hot_variants(frame),
+        "ordinal": fits.fit_ordinal_variants(frame),
+        "functions": fits.fit_functions(frame),
+    }
+    (out / "coverage").mkdir(parents=True, exist_ok=True)
+    (out / "coverage_records.json").write_text(json.dumps(records))
+    expected = {}
+    for name, obj in fitted.items():
+        joblib.dump(obj, out / "coverage" / f"{name}.joblib")
+        result = obj.transform(fits.offline_frame(records))
+        dense = result.toarray() if hasattr(result, "toarray") else result
+        expected[f"coverage/{name}"] = np.asarray(dense, dtype=float).tolist()
+    return expected
+
+
 def main(out: Path) -> None:
     train = students(600, seed=0)
     features, target = train.drop(columns=["math_score"]), train["math_score"]
@@ -154,6 +184,7 @@ def main(out: Path) -> None:
         expected[f"{name}/features"] = np.asarray(
             scored.toarray() if hasattr(scored, "toarray") else scored
         ).tolist()
+    expected.update(coverage(out))
     (out / "records.json").write_text(json.dumps(records, indent=1))
     (out / "expected.json").write_text(json.dumps(expected))
     (out / "versions.json").write_text(

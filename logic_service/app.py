@@ -15,7 +15,8 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 
 from logic_service.config import ServiceConfig, load_config
 from logic_service.errors import ConfigError
-from logic_service.graph.client import GraphClient, validate_url
+from logic_service.graph.address import validate_url
+from logic_service.graph.client import GraphClient
 from logic_service.http.codecs import encode_body
 from logic_service.http.drain import refuse_if_draining
 from logic_service.http.error_handlers import register_error_handlers

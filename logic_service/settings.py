@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from logic_service.errors import ConfigError
-from logic_service.graph.client import validate_url
+from logic_service.graph.address import validate_url
 from logic_service.graph.overdue import OverdueRule
 
 DEFAULT_MAX_CONTENT_LENGTH = 8 * 1024 * 1024

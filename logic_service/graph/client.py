@@ -29,11 +29,11 @@ import orjson
 from urllib3.util import parse_url
 
 from logic_service.errors import (
-    ConfigError,
     GraphRejectedError,
     GraphTimeoutError,
     GraphUnavailableError,
 )
+from logic_service.graph.address import validate_url
 from logic_service.graph.http_transport import HTTPConnection, ProtocolError, ServerClosedError
 
 log = logging.getLogger(__name__)
@@ -78,22 +78,6 @@ class GraphContractError(GraphRejectedError):
 class GraphResponse:
     status: int
     body: bytes
-
-
-def validate_url(url: str, where: str = "GRAPH_SERVICE_URL") -> str:
-    """`http(s)://host[:port]`; a ConfigError naming the fix otherwise (`graph:8501`)."""
-    try:
-        parsed = parse_url(url)
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ConfigError(
-            f"{where}={url!r} is not an http(s) URL: write it with its scheme, "
-            f"e.g. http://{url.rsplit('://', maxsplit=1)[-1].rstrip('/') or 'graph:8501'}"
-        )
-    if parsed.path not in (None, "", "/"):
-        raise ConfigError(f"{where}={url!r}: give only scheme, host and port (no path)")
-    return url.rstrip("/")
 
 
 class GraphClient:

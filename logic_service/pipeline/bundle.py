@@ -122,7 +122,7 @@ def contract_from_json(document: dict[str, Any]) -> tuple[InputSchema, Contract]
             values["probes"] = set(values["probes"])
         column = ColumnContract(**values)
         if column.categories is not None:
-            column.known = frozenset(column.known_values)
+            column.settle_known()
         columns[column.name] = column
     return schema, Contract(columns, document["layout"], document.get("problem"))
 

@@ -97,6 +97,10 @@ class ColumnContract:
     # None where their fitted state holds None, or an imputer's string marker such as "?".
     null_as: Any = math.nan
 
+    def settle_known(self) -> None:
+        """`known` from the categories: the fitted ones, and an imputer's string marker."""
+        self.known = frozenset(self.known_values) | _marker(self.null_as)
+
     @property
     def known_values(self) -> list[Any]:
         """The categories in fitted order, without a fitted missing value."""
@@ -161,7 +165,7 @@ def read_contract(obj: Any, schema: InputSchema) -> Contract:
             column.nullable = column.nullable or len(values) < len(column.categories)
             if len(values) < len(column.categories) and not isinstance(column.null_as, str):
                 column.null_as = None if None in column.categories else math.nan
-            column.known = frozenset(values) | _marker(column.null_as)
+            column.settle_known()
             if all(isinstance(v, str) for v in values):
                 column.onnx_type = STRING
             elif all(isinstance(v, int) for v in values) and not column.numeric_use:

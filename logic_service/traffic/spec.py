@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from logic_service.errors import ConfigError
-from logic_service.graph.client import validate_url
+from logic_service.graph.address import validate_url
 
 # Routes split the hash space into this many buckets: a weight's resolution is 0.01%.
 BUCKETS = 10_000

@@ -14,7 +14,8 @@ from openapi_spec_validator import validate
 
 from devtools.logic_tier import start_logic_service
 from devtools.servers import free_port, script
-from devtools.sklearn_artifacts import COMPILED_RTOL, ZOO_COLUMNS, coverage_records, zoo_records
+from devtools.sklearn_artifacts import COMPILED_RTOL, ZOO_COLUMNS, zoo_records
+from devtools.sklearn_fits import coverage_records
 from logic_service.cli import main
 
 ZOO = {"transformer": "zoo/transformer.pkl", "model": "zoo/model.pkl", "method": "predict_proba"}

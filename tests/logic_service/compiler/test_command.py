@@ -323,3 +323,34 @@ def test_out_elsewhere_is_served_with_logic_compiled_dir(legacy_sklearn, tmp_pat
     checked = check_cli(config, {"LOGIC_COMPILED_DIR": str(out)})
     assert checked.returncode == 0, checked.stderr
     assert "engine: onnx" in checked.stdout and "self-test:" in checked.stdout
+
+
+COVERAGE_KINDS = ("template", "string_imputers", "one_hot", "ordinal", "functions")
+
+
+@pytest.mark.parametrize("version", LEGACY_VERSIONS)
+def test_every_converter_compiles_what_older_releases_fitted(legacy_sklearn, version, tmp_path):
+    """Each kind of step the compiled engine converts, fitted by an older release (the same
+    devtools/sklearn_fits.py functions the session's own tests fit): compiled in that release,
+    served here with its features."""
+    legacy = legacy_sklearn(version)
+    folder = tmp_path / "coverage"
+    shutil.copytree(legacy.root / "coverage", folder / "coverage")
+    config = folder / "pipelines.yaml"
+    document = {
+        name: {"transformer": f"coverage/{name}.joblib", "graph_model": "unused"}
+        for name in COVERAGE_KINDS
+    }
+    config.write_text(
+        yaml.safe_dump({"graph_service_url": "http://127.0.0.1:9", "pipelines": document})
+    )
+    result = compile_cli(config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    loaded = load_pipelines(load_config(config))
+    for name in COVERAGE_KINDS:
+        pipeline = loaded[name]
+        assert pipeline.engine == "onnx" and pipeline.loaded() == [], name
+        features = pipeline.prepare(legacy.coverage_records).features
+        np.testing.assert_allclose(
+            features, legacy.expected[f"coverage/{name}"], rtol=RTOL, atol=1e-5, err_msg=name
+        )

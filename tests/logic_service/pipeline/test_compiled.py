@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devtools.sklearn_artifacts import COMPILED_RTOL, ZOO_REGIONS, halve, zoo_records
+from devtools.sklearn_artifacts import COMPILED_RTOL, ZOO_REGIONS, zoo_records
+from devtools.sklearn_fits import halve
 from logic_service.config import load_config
 from logic_service.errors import BadRequestError, ConfigError
 from logic_service.pipeline.loader import load_pipelines

@@ -10,7 +10,8 @@ import warnings
 import numpy as np
 import pytest
 
-from devtools.sklearn_artifacts import COMPILED_RTOL, coverage_records
+from devtools.sklearn_artifacts import COMPILED_RTOL
+from devtools.sklearn_fits import coverage_records
 from logic_service.config import load_config
 from logic_service.errors import BadRequestError
 from logic_service.pipeline.loader import load_pipelines

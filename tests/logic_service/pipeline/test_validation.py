@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from devtools.sklearn_artifacts import CREDIT_COLUMNS, coverage_records, credit_records
+from devtools.sklearn_artifacts import CREDIT_COLUMNS, credit_records
+from devtools.sklearn_fits import coverage_records
 from logic_service.errors import BadRequestError
 from logic_service.pipeline.contract import CATEGORY, NUMBER, infer_schema, read_contract
 from logic_service.pipeline.validation import Validator, frame_from_columns
