@@ -166,6 +166,14 @@ def _slowest_failure(outcomes: list[Outcome], ok: object) -> str:
     return f"{slowest.status} in {slowest.seconds * 1000:.0f} ms"
 
 
+def _phase(started: float, stopping_at: float, down_at: float, back_at: float) -> str:
+    """When a request started, for a failure message: `down +1.23 s`."""
+    for name, mark in (("back", back_at), ("down", down_at), ("stopping", stopping_at)):
+        if started >= mark:
+            return f"{name} +{started - mark:.2f} s"
+    return f"stopping -{stopping_at - started:.2f} s"
+
+
 def _recovery(outcomes: list[Outcome], ok: object, since: float) -> float:
     ends = [o.started + o.seconds for o in outcomes if o.status != ok and o.started >= since]
     return round(max(0.0, max(ends, default=since) - since), 2)
@@ -240,7 +248,7 @@ def test_graph_restart_under_load_is_refused_then_answered_never_left_hanging(
         down = [o for o in seen if down_at <= o.started < back_at]
         assert Counter(o.status for o in down)[refused] > 0, (name, statuses(down))
         unexpected = [
-            (round(o.started - stopping_at, 2), o.status, round(o.seconds, 2))
+            (_phase(o.started, stopping_at, down_at, back_at), o.status, round(o.seconds, 2))
             for o in seen
             if o.status not in (ok, refused) and not (o.status in cut_off and o.started < down_at)
         ]
