@@ -25,8 +25,15 @@ EPILOG = """examples:
   curl localhost:8501/monitoring/config               # config watcher state, last error
   gRPC on localhost:8500: tensorflow-serving-api's PredictionServiceStub / ModelServiceStub
 
+start-up order (as TF Serving): every model in the config loads first, then the gRPC port
+(--port) and the REST port (--rest_api_port) open. Until then both refuse connections, during
+a start or a restart alike: a caller sees "connection refused" at once and can retry, never a
+connection that is accepted and left waiting. A port another server holds stops graph-service
+before anything loads. SIGTERM closes both ports at once; requests already accepted finish
+(up to 10 s), then exit 0.
+
 exit codes: 0 stopped cleanly, 2 bad flags or models.config, 4 no loadable model version
-            or the gRPC --port already taken
+            or --port / --rest_api_port already taken
 """
 
 
@@ -71,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--rest_api_port",
         type=int,
         default=defaults.DEFAULT_REST_PORT,
-        help="REST port (default 8501)",
+        help="REST port, opened once every model has loaded (default 8501)",
     )
     http.add_argument(
         "--rest_api_host", default="0.0.0.0", help="address to bind (default 0.0.0.0)"
@@ -107,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=defaults.DEFAULT_GRPC_PORT,
         help="gRPC port for PredictionService and ModelService, bound on --rest_api_host "
-        "(default 8500); 0 = no gRPC, REST only (TF Serving itself always needs one)",
+        "once every model has loaded (default 8500); 0 = no gRPC, REST only (TF Serving "
+        "itself always needs one)",
     )
     grpc.add_argument(
         "--grpc_max_threads",
@@ -240,9 +248,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"graph-service: ignoring --{', --'.join(ignored)} (TF Serving only)", file=sys.stderr
         )
+    from graph_service.bootstrap import StartupError
     from graph_service.server import serve
 
-    serve(settings)
+    try:
+        serve(settings)
+    except StartupError as exc:  # a port already taken, found before loading anything
+        print(f"graph-service: {exc}", file=sys.stderr)
+        return 4
     return 0
 
 

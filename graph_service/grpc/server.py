@@ -44,6 +44,7 @@ from graph_service.models.pools import ModelPools
 from graph_service.models.registry import ModelRegistry
 from graph_service.models.servable import CLASSIFY_METHOD, REGRESS_METHOD, Servable
 from graph_service.models.watcher import ConfigWatcher
+from graph_service.ports import grpc_port_error
 from graph_service.rest.handlers import (
     classification_outputs,
     example_input,
@@ -375,15 +376,9 @@ class GrpcServer:
         try:
             bound = server.add_insecure_port(address)
         except RuntimeError as exc:
-            raise GrpcStartError(
-                f"cannot open the gRPC port {address} ({exc}); is another server on it? "
-                "Pass --port=N for another port or --port=0 to serve REST only"
-            ) from None
+            raise GrpcStartError(grpc_port_error(address, exc)) from None
         if not bound:
-            raise GrpcStartError(
-                f"cannot open the gRPC port {address}; is another server on it? "
-                "Pass --port=N for another port or --port=0 to serve REST only"
-            )
+            raise GrpcStartError(grpc_port_error(address))
         server.start()
         logger.info("gRPC API (PredictionService, ModelService) on %s", address)
         return cls(server, bound)

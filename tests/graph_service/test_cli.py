@@ -28,6 +28,15 @@ def test_help_names_tensorflow_model_server_flags(capsys):
         assert flag in text
 
 
+def test_help_says_the_ports_open_once_the_models_have_loaded(capsys):
+    """The start-up order a caller or a readiness probe sees, and the exit code of a taken port."""
+    assert main(["--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "every model in the config loads first, then the gRPC port" in text
+    assert "Until then both refuse connections" in text
+    assert "4 no loadable model version or --port / --rest_api_port already taken" in text
+
+
 def test_equals_form_and_defaults_match_tf_serving(tmp_path):
     """TF Serving defaults: REST 8501, file system poll 1 s, config poll 0 (never), timeout 30 s."""
     config = tmp_path / "models.config"
