@@ -248,24 +248,8 @@ def start_servers(
             },
         )
         print("starting the plain Flask recipe ...", flush=True)
-        (work / "recipe_app.py").write_text(
-            textwrap.dedent(RECIPE_APP.format(transformer=transformer, graph=graph.url))
-        )
-        port = free_port()
-        servers[RECIPE] = start_server(
-            [
-                script("gunicorn"),
-                f"--bind=127.0.0.1:{port}",
-                "--worker-class=gthread",
-                f"--workers={workers}",
-                f"--threads={threads}",
-                "--no-control-socket",
-                "recipe_app:app",
-            ],
-            port,
-            work / "logs" / "recipe.log",
-            cwd=work,
-        )
+        source = RECIPE_APP.format(transformer=transformer, graph=graph.url)
+        servers[RECIPE] = start_recipe(work, source, workers, threads)
         if bench_python is not None:
             kserve = start_kserve(work, bench_python, transformer, graph, workers)
             if kserve is not None:
@@ -275,6 +259,26 @@ def start_servers(
             server.stop()
         raise
     return servers, artifacts
+
+
+def start_recipe(work: Path, source: str, workers: int, threads: int) -> ServerProcess:
+    """A Flask recipe app (its source) under gunicorn with the kit's worker layout."""
+    (work / "recipe_app.py").write_text(textwrap.dedent(source))
+    port = free_port()
+    return start_server(
+        [
+            script("gunicorn"),
+            f"--bind=127.0.0.1:{port}",
+            "--worker-class=gthread",
+            f"--workers={workers}",
+            f"--threads={threads}",
+            "--no-control-socket",
+            "recipe_app:app",
+        ],
+        port,
+        work / "logs" / "recipe.log",
+        cwd=work,
+    )
 
 
 def start_kserve(

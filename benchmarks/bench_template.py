@@ -32,7 +32,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,13 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from bench_logic import kit_layout, measure_round, measured_tree, summarize  # noqa: E402
+from bench_logic import (  # noqa: E402
+    kit_layout,
+    measure_round,
+    measured_tree,
+    start_recipe,
+    summarize,
+)
 from bench_report import GRAPH, Measurement, Target, markdown_table  # noqa: E402
 
 from devtools.legacy_sklearn import build_legacy  # noqa: E402
@@ -224,31 +229,13 @@ def start_servers(
     servers[KIT_LOCAL] = servers[KIT_GRAPH] = kit
     print("starting the Flask recipe ...", flush=True)
     artifacts = work / "artifacts" / "template"
-    (work / "recipe_app.py").write_text(
-        textwrap.dedent(
-            RECIPE_APP.format(
-                preprocessor=artifacts / "preprocessor.pkl",
-                model=artifacts / "model.pkl",
-                graph=graph.url,
-                model_name=MODEL,
-            )
-        )
+    source = RECIPE_APP.format(
+        preprocessor=artifacts / "preprocessor.pkl",
+        model=artifacts / "model.pkl",
+        graph=graph.url,
+        model_name=MODEL,
     )
-    port = free_port()
-    recipe = start_server(
-        [
-            script("gunicorn"),
-            f"--bind=127.0.0.1:{port}",
-            "--worker-class=gthread",
-            f"--workers={workers}",
-            f"--threads={threads}",
-            "--no-control-socket",
-            "recipe_app:app",
-        ],
-        port,
-        work / "logs" / "recipe.log",
-        cwd=work,
-    )
+    recipe = start_recipe(work, source, workers, threads)
     servers[RECIPE_LOCAL] = servers[RECIPE_GRAPH] = recipe
     return env, compile_seconds
 

@@ -99,3 +99,21 @@ def test_missing_damaged_and_unknown_files(sklearn_artifacts, tmp_path) -> None:
     joblib.dump({"a": 1}, other)
     with pytest.raises(ConfigError, match=r"unknown file type '\.onnx'"):
         load_artifact(ArtifactRef(other))
+
+
+def test_dill_pickles_load_and_their_pin_is_checked(legacy_sklearn, tmp_path) -> None:
+    """A preprocessor saved with dill (as the public template often does) loads like any
+    pickle, and its sha256 pin is checked like any pickle's."""
+    legacy = legacy_sklearn(sklearn.__version__)
+    path = legacy.root / "template" / "preprocessor.dill"
+    digest = file_sha256(path)
+    loaded = load_artifact(ArtifactRef(path, digest))
+    assert loaded.format == "dill" and loaded.sklearn_version == sklearn.__version__
+    expected = legacy.expected["template/features"]
+    frame = pd.DataFrame(legacy.records).astype(object)
+    frame = frame.where(frame.notna(), np.nan)
+    features = loaded.obj.transform(frame)
+    features = features.toarray() if hasattr(features, "toarray") else features
+    np.testing.assert_allclose(features, expected)
+    with pytest.raises(ConfigError, match="the config pins 0000"):
+        load_artifact(ArtifactRef(path, "0" * 64))
