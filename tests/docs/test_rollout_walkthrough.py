@@ -1,4 +1,4 @@
-"""docs/notes/rollout.md runs as written: the stack started the way `make up` starts it
+"""docs/rollout.md runs as written: the stack started the way `make up` starts it
 (scripts/stack.py up, on free ports, in a copy of the repository's layout), then every ```sh
 block of the page, in order, in one bash, from that copy's root."""
 
@@ -20,7 +20,7 @@ import pytest
 from devtools.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-DOC = ROOT / "docs" / "notes" / "rollout.md"
+DOC = ROOT / "docs" / "rollout.md"
 STACK_PY = ROOT / "scripts" / "stack.py"
 EXAMPLE = ROOT / "examples" / "credit"
 START_TIMEOUT = 600
