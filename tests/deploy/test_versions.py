@@ -1,9 +1,9 @@
 """The TF Serving release that serves the models matches the TensorFlow that wrote them.
 
 One place holds the tag: `ARG TF_SERVING_VERSION` in graph_service/Dockerfile (compose builds
-that file, Kubernetes runs the image built from it, the README names it). The converters'
-TensorFlow pin lives in pyproject.toml and requirements.txt. The minor versions must agree,
-unless the README's Versions section records an explicit exception line:
+that file, Kubernetes runs the image built from it, docs/deployment.md names it). The
+converters' TensorFlow pin lives in pyproject.toml and requirements.txt. The minor versions must
+agree, unless the Versions section of docs/deployment.md records an explicit exception line:
     TF Serving exception: tensorflow/serving:X.Y.Z with TensorFlow A.B (why)
 """
 
@@ -17,6 +17,7 @@ import pytest
 from tests.deploy.dockerfiles import ROOT, instructions, tracked_files
 
 DOCKERFILE = ROOT / "graph_service" / "Dockerfile"
+DEPLOYMENT_DOC = ROOT / "docs" / "deployment.md"
 
 
 def tf_serving_version() -> str:
@@ -54,17 +55,18 @@ def converter_pins() -> dict[str, str]:
     return found
 
 
-def drift_problems(serving: str, pins: dict[str, str], readme: str) -> list[str]:
-    """Pins whose minor differs from the image's, unless the README documents the exception."""
+def drift_problems(serving: str, pins: dict[str, str], doc: str) -> list[str]:
+    """Pins whose minor differs from the image's, unless docs/deployment.md documents it."""
     problems = []
     for where, tf_minor in pins.items():
         if tf_minor == minor(serving):
             continue
         exception = f"TF Serving exception: tensorflow/serving:{serving} with TensorFlow {tf_minor}"
-        if exception not in readme:
+        if exception not in doc:
             problems.append(
                 f"{where} is {tf_minor}.x but graph_service/Dockerfile serves with "
-                f"tensorflow/serving:{serving}; align them or add '{exception} (why)' to README"
+                f"tensorflow/serving:{serving}; align them or add '{exception} (why)' to "
+                f"docs/deployment.md (Versions)"
             )
     return problems
 
@@ -85,22 +87,24 @@ def test_converters_pin_the_tensorflow_minor_they_write_savedmodels_with() -> No
 
 
 def test_tf_serving_minor_matches_the_converters_tensorflow() -> None:
-    readme = (ROOT / "README.md").read_text()
-    assert drift_problems(tf_serving_version(), converter_pins(), readme) == []
+    versions = DEPLOYMENT_DOC.read_text()
+    versions = versions[versions.index("\n## Versions\n") :]
+    versions = versions[: versions.find("\n## ", 1)]
+    assert drift_problems(tf_serving_version(), converter_pins(), versions) == []
 
 
 @pytest.mark.parametrize("documented", [False, True])
 def test_a_drift_fails_unless_documented(documented: bool) -> None:
     pins = {"pyproject [convert] tensorflow": "2.22"}
-    readme = "TF Serving exception: tensorflow/serving:2.21.0 with TensorFlow 2.22 (no image)"
-    problems = drift_problems("2.21.0", pins, readme if documented else "")
+    doc = "TF Serving exception: tensorflow/serving:2.21.0 with TensorFlow 2.22 (no image)"
+    problems = drift_problems("2.21.0", pins, doc if documented else "")
     assert bool(problems) is not documented
     if problems:
         assert "tensorflow/serving:2.21.0" in problems[0] and "2.22" in problems[0]
 
 
 def test_every_mention_of_the_image_names_the_same_tag() -> None:
-    """README, compose, Kubernetes and docs never name another tensorflow/serving tag."""
+    """README, docs, compose and Kubernetes never name another tensorflow/serving tag."""
     expected = tf_serving_version()
     mentions = {}
     for name in tracked_files():
@@ -116,4 +120,4 @@ def test_every_mention_of_the_image_names_the_same_tag() -> None:
             if tag != expected:
                 mentions[name] = tag
     assert mentions == {}
-    assert f"tensorflow/serving:{expected}" in (ROOT / "README.md").read_text()
+    assert f"tensorflow/serving:{expected}" in DEPLOYMENT_DOC.read_text()

@@ -76,7 +76,7 @@ def server(tmp_path_factory, toolbox_savedmodel_versions):
     write_dense_savedmodel(models / "dense" / "1", 4)
     write_dense_savedmodel(models / "spare" / "1", 4, seed=7)
     write_broken_version(models / "bad" / "1")
-    write_dense_savedmodel(models / "credit" / "1", 3)  # the README's client example
+    write_dense_savedmodel(models / "credit" / "1", 3)  # the client example in the docs
     credit = '    version_labels { key: "stable" value: 1 }\n'
     write_models_config(
         models / "models.config", {"tool": TOOL_POLICY, "dense": "", "credit": credit}
@@ -619,10 +619,11 @@ def test_handle_reload_config_request(server, predictions, models):
 # ----------------------------------------------------------------------------- process
 
 
-def test_readme_client_example_runs(server):
-    """The README's gRPC client, run as written (only the port changed) in its own process."""
-    readme = (Path(__file__).parents[3] / "README.md").read_text(encoding="utf-8")
-    snippet = readme.split("### gRPC", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+def test_docs_client_example_runs(server):
+    """docs/graph-service.md's gRPC client, run as written (only the port changed) in its own
+    process."""
+    page = (Path(__file__).parents[3] / "docs" / "graph-service.md").read_text(encoding="utf-8")
+    snippet = page.split("\n## gRPC\n", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     port = server.grpc_address.rsplit(":", 1)[1]
     result = subprocess.run(
         [sys.executable, "-c", snippet.replace("localhost:8500", f"localhost:{port}")],
