@@ -156,7 +156,8 @@ def ensure_models(models: Path, config: Path, pipelines: dict[str, dict]) -> Non
     if not h5.exists():
         raise PrepareError(
             f"model {todo[0]!r} is not in {models / 'models.config'} and there is no {h5} to "
-            "convert: run convert-h5 through this image first (see README, Bring your own model)"
+            "convert: run convert-h5 through this image first "
+            "(see docs/deployment.md, Bring your own model)"
         )
     if len(todo) > 1:
         raise PrepareError(

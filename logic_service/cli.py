@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
             "after a parity check against scikit-learn (per pipeline engine: auto|onnx|sklearn)."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="""environment (README: Logic service > Environment):
+        epilog="""environment (docs/logic-service.md, Environment):
   LOGIC_CONFIG                 pipeline file when --config is not given
   GRAPH_SERVICE_URL            graph tier address with its scheme (http://graph:8501)
   LOGIC_WORKERS, LOGIC_THREADS gunicorn processes (2) and request threads per process (8)
@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                                connection's next request before handing it back (5; 0 = off)
   LOGIC_PIN_WORKERS            auto|on|off: one CPU per worker (auto: when the workers cover
                                every CPU the service may use)
+  LOGIC_TRAFFIC_POLL_SECONDS   how often each worker looks whether the pipeline file changed;
+                               its traffic: blocks reload without a restart (2; 0 = SIGHUP only)
 A bad value ends the start with one line and exit code 2.
 
 compile ahead of time (see `logic-service compile --help`):

@@ -55,7 +55,7 @@ if _gunicorn_warning:
 # Defaults from `make bench-logic` on a 2-core box: 2 processes (one per core) x 8 threads.
 # A thread mostly waits on the graph tier, and the requests a process has in flight are what
 # its batcher can join into one :predict: 8 threads gave larger batches than 4, so less CPU
-# per request in both tiers (README: Benchmarks). More cores: LOGIC_WORKERS = cores.
+# per request in both tiers (docs/benchmarks.md, Worker layout). More cores: LOGIC_WORKERS = cores.
 bind = os.environ.get("LOGIC_BIND", "0.0.0.0:5000")
 workers = _whole("LOGIC_WORKERS", 2, 1, "worker processes")
 threads = _whole("LOGIC_THREADS", 8, 1, "request threads per worker")

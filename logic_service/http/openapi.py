@@ -111,7 +111,7 @@ def build_document(pipelines: dict[str, Pipeline], default: str | None) -> dict[
                                 "X-Model-Version": {
                                     "description": "The graph model version that answered: "
                                     "the route's label or version number, or latest "
-                                    "(graph pipelines only; docs/notes/traffic.md).",
+                                    "(graph pipelines only; docs/traffic.md).",
                                     "schema": {"type": "string"},
                                 }
                             },

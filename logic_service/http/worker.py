@@ -7,7 +7,7 @@ public API, so the logic extra pins `gunicorn>=27.0.1,<27.1` (the release the te
 `gunicorn_check.py` refuses, at start and in one line, a gunicorn whose internals differ.
 
 Why, measured (`make bench-logic` and `make profile-logic`, 16 clients, 2 shared cores; the
-README's Benchmarks page has the runs): items 1 and 2 are behaviour plain gthread lacks
+docs/benchmarks.md has the runs): items 1 and 2 are behaviour plain gthread lacks
 (a probe stuck behind scoring, a drain that leaves the backlog hanging); items 5 to 7 cut the
 tier's CPU per request from 0.56-0.61 ms to 0.46-0.49 ms in interleaved A/B runs (RequestPool
 about 4%, the linger with the request log's direct write 0.53-0.56 against 0.56-0.61, one CPU
@@ -59,7 +59,8 @@ What gunicorn's threaded worker (`gthread`) does not give us:
    request thread waits up to `linger` (LOGIC_KEEPALIVE_LINGER_MS, 5 ms) for the connection's
    next request and serves it itself, instead of handing the connection to the main loop's
    poller and the request to another thread: a busy client's next request skips two thread
-   wake-ups and four syscalls (README: Probes, shutdown and worker loss, for the figures).
+   wake-ups and four syscalls (docs/operations.md, Probes, shutdown and worker loss, for the
+   figures).
    One thread of the pool never lingers, and a lingering thread gives up within a millisecond
    once a request is queued for a thread, and on drain. A probe arriving meanwhile is served
    by the lingering thread: it is a free thread, which is all a probe lane guarantees.
@@ -69,9 +70,9 @@ What gunicorn's threaded worker (`gthread`) does not give us:
    them over several cores each hand-over is a cross-core wake-up. Pinned (the master picks
    for each new worker the allowed CPU fewest live workers use), a worker's threads take
    turns on one core: half the context switches and about 10% less CPU per request under
-   load (README: Probes, shutdown and worker loss). LOGIC_PIN_WORKERS=auto pins only when the
-   workers cover every CPU the service may use (a dedicated box, or a container with its own
-   cpuset); on a large shared node the workers stay free to move.
+   load (docs/operations.md, Probes, shutdown and worker loss). LOGIC_PIN_WORKERS=auto pins
+   only when the workers cover every CPU the service may use (a dedicated box, or a container
+   with its own cpuset); on a large shared node the workers stay free to move.
 
 TLS listeners are not inspected (the request line is encrypted): with certfile/keyfile set
 every request takes the usual pool, as in plain gthread.

@@ -11,5 +11,5 @@ A map, by job:
 - `board.py`: the last accepted file, in memory the gunicorn master and workers share.
 - `reload.py`: SIGHUP and file changes -> validate, then swap (master judges, workers follow).
 
-docs/notes/traffic.md is the user's side of all this.
+docs/traffic.md is the user's side of all this.
 """

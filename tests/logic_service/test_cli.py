@@ -214,7 +214,13 @@ def test_help_and_usage_errors(capsys) -> None:
     assert (
         result.returncode == 0 and "--config" in result.stdout and "LOGIC_CONFIG" in result.stdout
     )
-    for name in ("LOGIC_OVERDUE_FACTOR", "LOGIC_OVERDUE_FLOOR_MS", "LOGIC_OVERDUE_MIN_CALLS"):
+    for name in (
+        "LOGIC_OVERDUE_FACTOR",
+        "LOGIC_OVERDUE_FLOOR_MS",
+        "LOGIC_OVERDUE_MIN_CALLS",
+        "LOGIC_TRAFFIC_POLL_SECONDS",
+        "LOGIC_COMPILED_DIR",
+    ):
         assert name in result.stdout
     with pytest.raises(SystemExit) as error:
         main(["--workers", "0", "--config", "x.yaml"])

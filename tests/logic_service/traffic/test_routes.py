@@ -30,7 +30,7 @@ CLIENTS = 8
 
 
 def documented_bucket(key: str) -> int:
-    """The assignment as docs/notes/traffic.md states it, written out independently."""
+    """The assignment as docs/traffic.md states it, written out independently."""
     return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") % 10000
 
 
