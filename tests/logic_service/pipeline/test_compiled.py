@@ -140,7 +140,7 @@ def test_unconvertible_steps_fall_back_with_one_log_line(sklearn_artifacts, capl
             },
         )
     for name, culprit in [
-        ("function", "FunctionTransformer(func=devtools.sklearn_artifacts.halve)"),
+        ("function", "FunctionTransformer(func=devtools.sklearn_fits.halve)"),
         ("custom", "Clipper"),
     ]:
         pipeline = pipelines[name]

@@ -186,7 +186,7 @@ def test_numpy_functions_compile_and_python_functions_fall_back_naming_them(
             sklearn_artifacts, "coverage_python.yaml", {"p": _graph("python_function")}
         )["p"]
     reason = (
-        "NotImplementedError: FunctionTransformer(func=devtools.sklearn_artifacts.halve) runs "
+        "NotImplementedError: FunctionTransformer(func=devtools.sklearn_fits.halve) runs "
         "Python code; the compiled engine knows func=None and np.log1p, np.sqrt, np.log, "
         "np.exp, np.expm1, np.absolute"
     )
