@@ -25,7 +25,7 @@ from typing import Any
 
 from logic_service.config import load_config
 from logic_service.errors import LogicError
-from logic_service.pipeline.artifacts import file_sha256, import_modules, inspect_artifact
+from logic_service.pipeline.artifacts import file_sha256, import_modules
 from logic_service.pipeline.bundle import sources, spec_fingerprint, write_bundle
 from logic_service.pipeline.loader import load_pipeline
 
@@ -48,7 +48,7 @@ def build(config_path: Path, name: str, staging: Path) -> dict[str, Any]:
     glue = import_modules(config.imports, config.base_dir)
     pipeline = load_pipeline(spec, config, glue, require_compiled=True)
     assert pipeline.contract is not None and pipeline.parity is not None
-    refs = {ref.path: ref for _, ref in spec.artifact_refs()}
+    scans = {item.path: item.scan for item in pipeline.loaded() if item.scan is not None}
     described = []
     for role, path in sources(spec):
         item: dict[str, Any] = {
@@ -56,8 +56,8 @@ def build(config_path: Path, name: str, staging: Path) -> dict[str, Any]:
             "path": os.path.relpath(path, config.base_dir),
             "sha256": file_sha256(path),
         }
-        if path in refs:
-            item.update(inspect_artifact(refs[path]).scan.describe())
+        if path in scans:
+            item.update(scans[path].describe())
         described.append(item)
     model_output = None
     if pipeline.compiled_model is not None:

@@ -48,6 +48,7 @@ class LoadedArtifact:
     sklearn_version: str | None
     warnings: list[str] = field(default_factory=list)
     format: str = "pickle"
+    scan: PickleScan | None = None  # what the file holds, read before it was unpickled
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -174,7 +175,7 @@ def load_artifact(
     if pickled_with is not None and pickled_with != running:
         notes.append(f"pickled with scikit-learn {pickled_with}, running {running}")
         log.warning("artifact %s: %s", path, notes[-1])
-    return LoadedArtifact(obj, path, inspected.sha256, pickled_with, notes, scan.format)
+    return LoadedArtifact(obj, path, inspected.sha256, pickled_with, notes, scan.format, scan)
 
 
 def _load_pickle(path: Path, glue_modules: Sequence[ModuleType]) -> Any:
