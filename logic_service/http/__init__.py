@@ -5,6 +5,7 @@
 - `gunicorn_check.py`: refuses at start a gunicorn lacking the gthread internals the worker uses.
 - `score_endpoint.py`: `POST /get_score` as plain WSGI in front of Flask (the hot path).
 - `codecs.py`: the `/get_score` body and the `{"msg", "code", "data"}` envelope.
+- `error_handlers.py`: the one place errors become responses (Flask routes and ScoreEndpoint).
 - `request_log.py`: request ids and the one JSON log line per request.
 - `drain.py`: what "draining" means to a request (`/ready` 503 after SIGTERM).
 - `openapi.py`: `/openapi.json`, generated from the pipelines' contracts.

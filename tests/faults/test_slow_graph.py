@@ -115,13 +115,21 @@ def test_a_steady_300_ms_model_under_16_clients_never_opens_the_breaker(
     load = Load(logic.url, STEADY_CLIENTS, lambda _c, _s: {"model": "slow", "data": records})
     try:
         with load:
+            # The rule judges only after 20 answered calls per worker: on a slow box that takes
+            # longer, so the steady phase is counted from the first verdict (bounded).
             started = time.monotonic()
-            while time.monotonic() - started < STEADY_SECONDS:
+            judged_from = None
+            while time.monotonic() - started < 4 * STEADY_SECONDS:
                 time.sleep(1)
                 ready = requests.get(logic.url + "/ready", timeout=10).json()
                 limit = ready["data"]["graph"]["slow"]["calls"]["overdue_after_seconds"]
                 if limit is not None:
                     limits.append(limit)
+                    judged_from = judged_from or time.monotonic()
+                judged = judged_from is not None and time.monotonic() - judged_from
+                if judged and judged >= STEADY_SECONDS and len(limits) >= STEADY_SECONDS / 2:
+                    break
+            observed = time.monotonic() - started
         metrics = requests.get(logic.url + "/metrics", timeout=10).text
         assert logic.alive()
     finally:
@@ -134,7 +142,7 @@ def test_a_steady_300_ms_model_under_16_clients_never_opens_the_breaker(
     states = re.findall(r"^logic_graph_breaker_state\{[^}]*\} (\S+)$", metrics, re.M)
     record(
         f"graph answering in {STEADY_DELAY * 1000:.0f} ms, steady, {STEADY_CLIENTS} clients",
-        seconds=STEADY_SECONDS,
+        seconds=round(observed, 1),
         requests=len(load.outcomes),
         statuses=statuses(load.outcomes),
         graph_calls=tier.predict_calls,
