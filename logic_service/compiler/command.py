@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,8 @@ import logic_service
 from logic_service.compiler.envs import BuildEnv, cache_root, ensure_env, running_env, user_env
 from logic_service.config import PipelineSpec, ServiceConfig, load_config
 from logic_service.errors import ConfigError, LogicError
-from logic_service.pipeline.artifacts import Inspected, inspect_artifact
-from logic_service.pipeline.bundle import FEATURES, MODEL, REPORT, publish, staging_dir
+from logic_service.pipeline.artifacts import inspect_artifact
+from logic_service.pipeline.bundle import CONTRACT, FEATURES, MODEL, REPORT, publish, staging_dir
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 WORKER_TIMEOUT = 900.0
@@ -48,7 +48,6 @@ class Plan:
     skip: str = ""  # compiled by design never (a hook, engine: sklearn)
     error: str = ""  # cannot be compiled, known before trying
     sklearn_version: str | None = None
-    inspected: list[Inspected] = field(default_factory=list)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,11 +174,11 @@ def _plan(spec: PipelineSpec, config: ServiceConfig) -> Plan:
     """Read the artifacts (without unpickling) and decide: skip, fail early, or build in X."""
     plan = Plan(spec.name, spec)
     try:
-        plan.inspected = [inspect_artifact(ref) for _, ref in spec.artifact_refs()]
+        inspected = [inspect_artifact(ref) for _, ref in spec.artifact_refs()]
     except ConfigError as error:
         plan.error = str(error)
         return plan
-    versions = {i.scan.sklearn_version for i in plan.inspected if i.scan.sklearn_version}
+    versions = {i.scan.sklearn_version for i in inspected if i.scan.sklearn_version}
     pickled = ", ".join(sorted(versions)) or sklearn.__version__
     if spec.preprocess is not None or spec.engine == "sklearn":
         why = "a preprocess hook is Python glue code" if spec.preprocess else "engine: sklearn"
@@ -192,7 +191,7 @@ def _plan(spec: PipelineSpec, config: ServiceConfig) -> Plan:
     if len(versions) > 1:
         each = ", ".join(
             f"{i.ref.path.name}: {i.scan.sklearn_version}"
-            for i in plan.inspected
+            for i in inspected
             if i.scan.sklearn_version
         )
         plan.error = (
@@ -309,7 +308,7 @@ def _summary(
     say(f"  self-test {test['scored']} of {test['rows']} rows scored")
     files = [f for f in (FEATURES, MODEL) if (target / f).exists()]
     shown = os.path.relpath(target, config.base_dir)
-    say(f"  wrote     {shown}/ ({', '.join([*files, 'contract.json', REPORT])})")
+    say(f"  wrote     {shown}/ ({', '.join([*files, CONTRACT, REPORT])})")
 
 
 def _say(line: str) -> None:

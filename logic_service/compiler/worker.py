@@ -12,6 +12,7 @@ pyyaml): never the web stack.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import logging
@@ -48,16 +49,20 @@ def build(config_path: Path, name: str, staging: Path) -> dict[str, Any]:
     glue = import_modules(config.imports, config.base_dir)
     pipeline = load_pipeline(spec, config, glue, require_compiled=True)
     assert pipeline.contract is not None and pipeline.parity is not None
-    scans = {item.path: item.scan for item in pipeline.loaded() if item.scan is not None}
+    # The unpickled files were hashed and scanned when they were inspected: not read again.
+    inspected = {
+        item.path: (item.sha256, item.scan) for item in pipeline.loaded() if item.scan is not None
+    }
     described = []
     for role, path in sources(spec):
+        sha256, scan = inspected.get(path, (None, None))
         item: dict[str, Any] = {
             "role": role,
             "path": os.path.relpath(path, config.base_dir),
-            "sha256": file_sha256(path),
+            "sha256": sha256 or file_sha256(path),
         }
-        if path in scans:
-            item.update(scans[path].describe())
+        if scan is not None:
+            item.update(scan.describe())
         described.append(item)
     model_output = None
     if pipeline.compiled_model is not None:
@@ -65,7 +70,6 @@ def build(config_path: Path, name: str, staging: Path) -> dict[str, Any]:
             "output": pipeline.compiled_model.output,
             "column": pipeline.compiled_model.column,
         }
-    parity = pipeline.parity
     report = {
         "pipeline": name,
         "built_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -76,12 +80,7 @@ def build(config_path: Path, name: str, staging: Path) -> dict[str, Any]:
         },
         "sources": described,
         "spec": spec_fingerprint(spec, config),
-        "parity": {
-            "rows": parity.rows,
-            "max_diff": parity.max_diff,
-            "passed": parity.passed,
-            "detail": parity.detail,
-        },
+        "parity": dataclasses.asdict(pipeline.parity),  # read back as ParityResult(**...)
         "self_test": pipeline.self_test.describe(),
     }
     write_bundle(

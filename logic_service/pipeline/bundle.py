@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -32,7 +31,7 @@ from typing import Any
 from logic_service.config import PipelineSpec, ServiceConfig
 from logic_service.errors import ConfigError
 from logic_service.pipeline.artifacts import file_sha256
-from logic_service.pipeline.contract import ColumnContract, Contract, InputSchema
+from logic_service.pipeline.contract import ColumnContract, Contract, InputSchema, is_null
 
 FORMAT = 1
 FEATURES, MODEL, CONTRACT, REPORT = "features.onnx", "model.onnx", "contract.json", "report.json"
@@ -93,7 +92,7 @@ def contract_json(schema: InputSchema, contract: Contract) -> dict[str, Any]:
             if isinstance(value, set | frozenset):
                 value = sorted(value)
             if spec.name == "categories" and value is not None:
-                value = [None if _nan(v) else v for v in value]
+                value = [None if is_null(v) else v for v in value]
             item[spec.name] = value
         columns.append(item)
     return {
@@ -262,7 +261,3 @@ def check_fresh(bundle: Bundle, spec: PipelineSpec, config: ServiceConfig) -> li
                 f"--config {config.path}` again"
             )
     return notes
-
-
-def _nan(value: Any) -> bool:
-    return isinstance(value, float) and math.isnan(value)

@@ -8,7 +8,6 @@ its thread pools and allocator with the children, so each worker opens its own o
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from logic_service.pipeline.contract import FLOAT, INT64, STRING, Contract
+from logic_service.pipeline.contract import FLOAT, INT64, STRING, Contract, is_null
 
 # Fed for a value no encoder knows: scored by the graph exactly like any other unknown.
 UNKNOWN_STRING = "\x00unknown"
@@ -110,7 +109,7 @@ class CompiledFeatures:
 
 def _not_a_string(value: Any, null: str) -> str:
     """A null (or a JSON NaN) in a string column is its null; a number is unknown."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if is_null(value):
         return null
     return UNKNOWN_STRING
 

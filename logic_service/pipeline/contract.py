@@ -104,11 +104,11 @@ class ColumnContract:
     @property
     def known_values(self) -> list[Any]:
         """The categories in fitted order, without a fitted missing value."""
-        return [value for value in self.categories or [] if not _missing(value)]
+        return [value for value in self.categories or [] if not is_null(value)]
 
     def is_known(self, value: Any) -> bool:
         """True when the encoders reading this column have seen `value` (null: if imputed)."""
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+        if is_null(value):
             return self.nullable
         if self.onnx_type == STRING and not isinstance(value, str):
             return False
@@ -161,7 +161,7 @@ def read_contract(obj: Any, schema: InputSchema) -> Contract:
         if column.categories is None and column.name in unfilled:
             column.nullable = False  # one branch sees the null as NaN: not scorable
         if column.categories is not None:
-            values = [v for v in column.categories if not _missing(v)]
+            values = [v for v in column.categories if not is_null(v)]
             column.nullable = column.nullable or len(values) < len(column.categories)
             if len(values) < len(column.categories) and not isinstance(column.null_as, str):
                 column.null_as = None if None in column.categories else math.nan
@@ -291,7 +291,8 @@ def _probe(columns: list[ColumnContract], values: Any) -> None:
             column.probes.add(float(value))
 
 
-def _missing(value: Any) -> bool:
+def is_null(value: Any) -> bool:
+    """None or NaN: a missing value, in a request or in fitted categories."""
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 

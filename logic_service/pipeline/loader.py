@@ -135,10 +135,8 @@ def _from_artifacts(
         artifacts=artifacts,
         model=model,
         schema=infer_schema(raw_facing, spec.columns),
-        preprocess_hook=resolve_hook(spec.preprocess, config.base_dir, f"{where}: preprocess")
-        if spec.preprocess
-        else None,
-        postprocess_hook=_postprocess_hook(spec, config, where),
+        preprocess_hook=_hook(spec.preprocess, config, f"{where}: preprocess"),
+        postprocess_hook=_hook(spec.postprocess, config, f"{where}: postprocess"),
     )
     if raw_facing and pipeline.schema.columns and spec.preprocess is None:
         pipeline.contract = read_contract(raw_facing[0], pipeline.schema)
@@ -158,7 +156,7 @@ def _from_bundle(spec: PipelineSpec, config: ServiceConfig, folder: Path, where:
         artifacts={},
         model=None,
         schema=bundle.schema,
-        postprocess_hook=_postprocess_hook(spec, config, where),
+        postprocess_hook=_hook(spec.postprocess, config, f"{where}: postprocess"),
         contract=bundle.contract,
         engine=ONNX,
         engine_reason=f"compiled build {folder} (scikit-learn {built_with}): nothing unpickled",
@@ -177,10 +175,9 @@ def _from_bundle(spec: PipelineSpec, config: ServiceConfig, folder: Path, where:
     return pipeline
 
 
-def _postprocess_hook(spec: PipelineSpec, config: ServiceConfig, where: str) -> Any:
-    if not spec.postprocess:
-        return None
-    return resolve_hook(spec.postprocess, config.base_dir, f"{where}: postprocess")
+def _hook(name: str | None, config: ServiceConfig, where: str) -> Any:
+    """The `module:function` a pipeline names (preprocess or postprocess), if any."""
+    return resolve_hook(name, config.base_dir, where) if name else None
 
 
 def _check_versions(

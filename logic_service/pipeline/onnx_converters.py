@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from logic_service.pipeline.compiled import MISSING_INT, MISSING_STRING
+from logic_service.pipeline.contract import is_null
 
 # numpy ufuncs FunctionTransformer may hold, as ONNX steps: (op, constant operand or None).
 _UFUNCS: tuple[tuple[Any, tuple[tuple[str, float | None], ...]], ...] = (
@@ -123,12 +124,12 @@ class _Builder:
 
     def one_hot(self, column: str, kind: str, categories: list[Any]) -> str:
         """[N, 1] -> [N, K] float indicators of `categories` (a null matches the missing one)."""
-        missing = [i for i, value in enumerate(categories) if _missing(value)]
+        missing = [i for i, value in enumerate(categories) if is_null(value)]
         if len(missing) > 1 or (missing and missing[0] != len(categories) - 1):
             raise NotImplementedError("categories hold two kinds of missing value")
         count = len(categories)
         if kind == _FLOAT:
-            known = [float(value) for value in categories if not _missing(value)]
+            known = [float(value) for value in categories if not is_null(value)]
             parts = []
             if known:
                 equal = self.node("Equal", [column, self.floats("categories", [known])])
@@ -150,8 +151,8 @@ class _Builder:
     ) -> str:
         """[N, 1] -> [N, 1] float: codes[k] for categories[k], `default` for anything else."""
         attrs: dict[str, Any] = {"op_domain": "ai.onnx.ml", "op_version": 2}
-        pairs = [(c, v) for c, v in zip(categories, codes, strict=True) if not _missing(c)]
-        missing = [v for c, v in zip(categories, codes, strict=True) if _missing(c)]
+        pairs = [(c, v) for c, v in zip(categories, codes, strict=True) if not is_null(c)]
+        missing = [v for c, v in zip(categories, codes, strict=True) if is_null(c)]
         if len(missing) > 1 or not pairs:
             raise NotImplementedError("categories hold two kinds of missing value, or only one")
         if kind == _STRING:
@@ -190,7 +191,7 @@ def _simple_imputer(scope: Any, operator: Any, container: Any) -> None:
 
     imputer = operator.raw_operator
     kind = _kind(operator.inputs[0])
-    if kind == _FLOAT or (kind == _INT and not _missing(imputer.missing_values)):
+    if kind == _FLOAT or (kind == _INT and not is_null(imputer.missing_values)):
         convert_sklearn_imputer(scope, operator, container)
         return
     if getattr(imputer, "add_indicator", False):
@@ -251,7 +252,7 @@ def _one_hot_encoder(scope: Any, operator: Any, container: Any) -> None:
         raise RuntimeError("OneHotEncoder inputs do not match its categories")
     plans = [_one_hot_plan(encoder, i) for i in range(len(kinds))]
     plain = all(
-        plan is None and kind != _FLOAT and not any(_missing(c) for c in cats)
+        plan is None and kind != _FLOAT and not any(is_null(c) for c in cats)
         for plan, kind, cats in zip(plans, kinds, encoder.categories_, strict=True)
     )
     if plain and encoder.handle_unknown in ("ignore", "error"):
@@ -458,11 +459,7 @@ def _name(func: Any) -> str:
 
 
 def _string_key(value: Any) -> str:
-    return MISSING_STRING if _missing(value) else str(value)
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and np.isnan(value))
+    return MISSING_STRING if is_null(value) else str(value)
 
 
 def _kind(variable: Any) -> str:

@@ -15,6 +15,7 @@ Nothing after this module looks at the raw `data` again: features, model and rul
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -33,11 +34,11 @@ from logic_service.pipeline.contract import (
     ColumnContract,
     Contract,
     InputSchema,
+    is_null,
 )
 
 log = logging.getLogger(__name__)
 
-_PLAIN_NUMBERS = (int, float, type(None))  # exact types: bool is not a number here
 _MAX_KNOWN_SHOWN = 10
 
 
@@ -91,14 +92,8 @@ class Validator:
     def quiet(self) -> Validator:
         """The same checks without counting or logging unknown categories (for the start-up
         self-test's own rows, which are not traffic)."""
-        twin = Validator(
-            self.pipeline,
-            self.schema,
-            self.contract,
-            max_rows=self.max_rows,
-            unknown_categories=self.unknown_categories,
-            build_frame=self.build_frame,
-        )
+        twin = copy.copy(self)
+        twin.on_unknown = None
         twin._warned = set(self._categorical)
         return twin
 
@@ -152,7 +147,9 @@ class Validator:
     def _unknown_message(self, column: ColumnContract, row: int, values: Any) -> str:
         known = column.known_values
         shown = ", ".join(show(v) for v in known[:_MAX_KNOWN_SHOWN])
-        more = f" (and {len(known) - _MAX_KNOWN_SHOWN} more)" if len(known) > 10 else ""
+        more = (
+            f" (and {len(known) - _MAX_KNOWN_SHOWN} more)" if len(known) > _MAX_KNOWN_SHOWN else ""
+        )
         why = (
             "its encoder was fitted with handle_unknown='error'"
             if column.unknown_is_error
@@ -178,7 +175,7 @@ def frame_from_columns(
         elif kind == CATEGORY:
             known = contract.columns.get(name) if contract is not None else None
             null = known.null_as if known is not None else math.nan
-            values = [null if _is_null(value) else value for value in column]
+            values = [null if is_null(value) else value for value in column]
             frame[name] = pd.Series(values, dtype=object)  # pandas 3 would make None NaN
         else:  # unknown kind: let pandas infer, as pd.DataFrame(records) would
             frame[name] = pd.Series(column, dtype=object).infer_objects()
@@ -303,15 +300,11 @@ def _numbers_slowly(values: list[Any], name: str) -> tuple[np.ndarray, int | Non
     return array, int(nulls[0]) if len(nulls) else None
 
 
-def _is_null(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
 def _scalars(values: list[Any], name: str) -> int | None:
     """Every value is a string, a number or null; the first null row."""
     null = None
     for row, value in enumerate(values):
-        if _is_null(value):
+        if is_null(value):
             null = row if null is None else null
         elif isinstance(value, list | dict):
             raise BadRequestError(

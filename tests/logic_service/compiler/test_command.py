@@ -8,7 +8,6 @@ unpickling anything.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -93,7 +92,7 @@ def workspace(legacy: LegacyArtifacts, tmp_path: Path, kind: str | None = None) 
 
 def tree_digest(folder: Path) -> dict[str, str]:
     return {
-        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        str(path.relative_to(folder)): file_sha256(path)
         for path in sorted(folder.rglob("*"))
         if path.is_file()
     }
