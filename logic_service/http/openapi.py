@@ -13,7 +13,7 @@ from flask import Blueprint, Response, current_app
 
 from logic_service.http.codecs import encode_body
 from logic_service.pipeline.contract import STRING, ColumnContract
-from logic_service.pipeline.parity import example_rows, load_samples
+from logic_service.pipeline.parity import example_rows
 from logic_service.pipeline.runtime import Pipeline
 from logic_service.pipeline.validation import ANY, NUMBER
 
@@ -249,9 +249,7 @@ def _columns_schema(pipeline: Pipeline) -> dict[str, Any]:
 
 
 def _example(name: str, pipeline: Pipeline) -> dict[str, Any]:
-    rows: list[dict[str, Any]] = []
-    if pipeline.spec.samples is not None:
-        rows = load_samples(pipeline.spec.samples, name)[:2]
+    rows = pipeline.samples[:2]
     if not rows and pipeline.contract is not None:
         rows = example_rows(pipeline.contract)
     return {"model": name, "data": rows}

@@ -81,6 +81,7 @@ def load_pipeline(
         samples = load_samples(spec.samples, where)
         pipeline = _from_artifacts(spec, config, glue, where)
         _choose_engine(pipeline, samples, where, require_compiled)
+    pipeline.samples = samples
     pipeline.validator = request_validator(pipeline)
     pipeline.self_test = self_test(pipeline, samples, where)
     log.info(

@@ -63,6 +63,8 @@ class Pipeline:
     # Served from a compiled build: its report, and notes on sources not there to check.
     build: dict[str, Any] | None = None
     build_notes: list[str] = field(default_factory=list)
+    # The `samples:` rows read at start (none when a build ships without its samples file).
+    samples: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def name(self) -> str:

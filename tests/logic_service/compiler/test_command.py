@@ -214,6 +214,42 @@ def test_served_from_its_build_nothing_is_unpickled(legacy_sklearn, tmp_path) ->
     assert audit.read_text() == "", audit.read_text()[:500]
 
 
+def test_a_build_shipped_without_its_sources_serves_and_says_so(legacy_sklearn, tmp_path):
+    """A deployment may ship the compiled files alone: no pickles, no samples file. It serves,
+    /pipelines notes each source it could not check, and /openapi.json still has an example
+    (the contract's rows: the samples read at start, here none)."""
+    legacy = legacy_sklearn("1.3.2")
+    config = workspace(legacy, tmp_path)
+    work = config.parent
+    (work / "samples.json").write_text(json.dumps(legacy.records[:3]))
+    document = yaml.safe_load(config.read_text())
+    document["pipelines"]["students"]["samples"] = "samples.json"
+    config.write_text(yaml.safe_dump(document, sort_keys=False))
+    assert compile_cli(config).returncode == 0
+    shutil.rmtree(work / "simple")
+    (work / "samples.json").unlink()
+    server = start_logic_service(config, tmp_path / "logic.log")
+    try:
+        response = requests.post(
+            server.url + "/get_score", json={"data": legacy.records}, timeout=30
+        )
+        assert response.status_code == 200, response.text
+        np.testing.assert_allclose(
+            response.json()["data"], legacy.expected["simple/model"], rtol=RTOL
+        )
+        info = requests.get(server.url + "/pipelines", timeout=10).json()["data"]["pipelines"][0]
+        absent = sorted(note.split()[1] for note in info["warnings"] if "is not present" in note)
+        assert absent == ["samples.json", "simple/model.joblib", "simple/preprocessor.joblib"]
+        spec = requests.get(server.url + "/openapi.json", timeout=10)
+        assert spec.status_code == 200, spec.text
+        body = spec.json()["paths"]["/get_score"]["post"]["requestBody"]["content"]
+        example = body["application/json"]["examples"]["students"]["value"]
+        assert example["model"] == "students" and example["data"]
+        assert set(example["data"][0]) == set(legacy.records[0])
+    finally:
+        server.stop()
+
+
 def test_a_stale_build_is_refused_naming_both_digests(legacy_sklearn, tmp_path) -> None:
     config = workspace(legacy_sklearn("1.3.2"), tmp_path)
     work = config.parent
