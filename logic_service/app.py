@@ -95,11 +95,7 @@ def create_app(settings: Settings | None = None) -> Flask:
             problem,
         )
     reloader = TrafficReloader(
-        config,
-        scorer.traffic,
-        started_from,
-        metrics=scorer.traffic.metrics,
-        poll_seconds=settings.traffic_poll_seconds,
+        config, scorer.traffic, started_from, poll_seconds=settings.traffic_poll_seconds
     )
     reloader.start(min(5.0, settings.read_timeout))
 

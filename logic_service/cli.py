@@ -161,13 +161,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check(settings: Settings) -> int:
     from logic_service.app import EXTENSION, create_app
+    from logic_service.pipeline.bundle import bundle_dir
 
     try:
         app = create_app(settings)
     except LogicError as error:
         print(f"logic-service: error: {error}", file=sys.stderr)
         return EXIT_CONFIG
-    for pipeline in app.extensions[EXTENSION].scorer.pipelines.values():
+    state = app.extensions[EXTENSION]
+    for pipeline in state.scorer.pipelines.values():
         info = pipeline.describe()
         target = info["model"].get("target") or f"sklearn {info['model']['method']}"
         print(f"{pipeline.name}: {len(info['columns'])} column(s) -> {target}")
@@ -175,7 +177,7 @@ def _check(settings: Settings) -> int:
         if pipeline.build is not None:
             built = pipeline.build.get("built_with", {})
             print(
-                f"  build: {pipeline.engine_reason.split(' (')[0].removeprefix('compiled build ')} "
+                f"  build: {bundle_dir(state.config, pipeline.name)} "
                 f"(scikit-learn {built.get('scikit-learn')}, built {pipeline.build.get('built_at')})"
             )
         if pipeline.self_test is not None:

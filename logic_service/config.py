@@ -174,11 +174,18 @@ def load_config(path: Path) -> ServiceConfig:
     """Parse and validate the pipeline file; raise ConfigError naming the offending key."""
     path = Path(path).resolve()
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"pipeline file {path} does not exist") from None
     except OSError as error:
         raise ConfigError(f"cannot read pipeline file {path}: {error.strerror}") from None
+    return parse_text(text, path)
+
+
+def parse_text(text: str | bytes, path: Path) -> ServiceConfig:
+    """The pipeline file's text (as read from `path`) parsed and validated."""
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {error}".replace("\n", " ")) from None
     return parse_config(raw, path)

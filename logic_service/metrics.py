@@ -156,8 +156,14 @@ class Metrics:
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format: aggregated over workers in multiprocess mode, else this process."""
-        if os.environ.get(MULTIPROC_ENV):
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
-            return generate_latest(registry), CONTENT_TYPE_LATEST
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        return generate_latest(collected(self.registry)), CONTENT_TYPE_LATEST
+
+
+def collected(registry: CollectorRegistry) -> CollectorRegistry:
+    """What to read samples from: under gunicorn (multiprocess mode) a registry collecting
+    every worker's files, else `registry`, this process's own."""
+    if os.environ.get(MULTIPROC_ENV):
+        aggregated = CollectorRegistry()
+        multiprocess.MultiProcessCollector(aggregated)
+        return aggregated
+    return registry

@@ -59,12 +59,11 @@ class Settings:
     overdue_factor: float = 10.0
     overdue_floor_seconds: float = 1.0
     overdue_min_calls: int = 20
+    traffic_poll_seconds: float = 2.0  # how often workers look for a changed pipeline file
 
     @property
     def overdue_rule(self) -> OverdueRule:
         return OverdueRule(self.overdue_factor, self.overdue_floor_seconds, self.overdue_min_calls)
-
-    traffic_poll_seconds: float = 2.0  # how often workers look for a changed pipeline file
 
     @classmethod
     def from_env(

@@ -78,8 +78,6 @@ class Breaker:
         if self._state != CLOSED:
             raise self.open_error()
 
-    before_call = check  # the sender's last look before a batch goes out
-
     def open_error(self) -> BreakerOpenError:
         now = self._clock()
         if self._state == HALF_OPEN:

@@ -311,7 +311,7 @@ class RemoteTarget:
                 f"{self.label} could be called"
             )
         body = encode_predict_request(self.key.signature_name, inputs)
-        self.breaker.before_call()
+        self.breaker.check()  # the last look before the batch goes out
         if self.watchdog is not None:
             self.watchdog.ensure_running()
         ids = [entry.request_id for entry in entries[:_MAX_FORWARDED_IDS] if entry.request_id]

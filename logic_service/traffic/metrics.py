@@ -7,15 +7,14 @@ numbers as /metrics, for every worker together.
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from logic_service.metrics import MULTIPROC_ENV
+from logic_service.metrics import collected
 
 # |primary - shadow| per output value: 1e-6 is "the same model", 0.5 and up "another one".
 DIFF_BUCKETS = (1e-6, 1e-4, 1e-3, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -96,13 +95,8 @@ class TrafficMetrics:
 
     def snapshot(self) -> Snapshot:
         """Every traffic sample, summed over the service's processes."""
-        if os.environ.get(MULTIPROC_ENV):
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
-        else:
-            registry = self.registry
         values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = defaultdict(float)
-        for metric in registry.collect():
+        for metric in collected(self.registry).collect():
             if not metric.name.startswith(("logic_routed", "logic_sticky", "logic_shadow")):
                 continue
             for sample in metric.samples:

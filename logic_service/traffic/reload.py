@@ -4,7 +4,7 @@ Under gunicorn (preload_app) one process judges and the others follow:
 
 - The master judges. gunicorn's own SIGHUP would fork new workers from the app the master
   built at start, which re-reads nothing; `take_over_sighup` makes SIGHUP read the file
-  instead: parse and check it as at start (`config.parse_config`, then every label it names
+  instead: parse and check it as at start (`config.parse_text`, then every label it names
   asked of the graph), and only when all of it passes, apply it in the master, publish it on
   the shared `TrafficBoard` and SIGHUP the workers. A refused edit is one log line; the
   current generation keeps serving. Workers are never restarted, so no request is lost.
@@ -28,12 +28,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from logic_service.config import GraphTarget, PipelineSpec, ServiceConfig, parse_config
+from logic_service.config import GraphTarget, PipelineSpec, ServiceConfig, parse_text
 from logic_service.errors import ConfigError
 from logic_service.traffic.board import TrafficBoard
-from logic_service.traffic.metrics import TrafficMetrics
 from logic_service.traffic.spec import TrafficSpec
 from logic_service.traffic.table import TrafficTable
 
@@ -75,15 +72,12 @@ class TrafficReloader:
         table: TrafficTable,
         state: FileState,
         *,
-        board: TrafficBoard | None = None,
-        metrics: TrafficMetrics | None = None,
         poll_seconds: float = 2.0,
     ) -> None:
         self.config = config  # as started: everything but the traffic blocks stays so
         self.path = config.path
         self.table = table
-        self.board = board or TrafficBoard()
-        self.metrics = metrics
+        self.board = TrafficBoard()
         self.poll_seconds = poll_seconds
         # The last file version judged (accepted or refused): its content and its stat, so
         # every worker's notice of one edit is judged once, and a touch has it judged again.
@@ -117,7 +111,7 @@ class TrafficReloader:
             self._refuse(f"cannot read {self.path}")
             return False
         try:
-            new = _parse(current.text, self.path)
+            new = parse_text(current.text, self.path)
             specs = _specs(new, self.table)
             changes = outside_traffic(self.config, new)
             restart = f"; not applied until a restart: {'; '.join(changes)}" if changes else ""
@@ -125,14 +119,14 @@ class TrafficReloader:
                 level = logging.WARNING if changes else logging.INFO
                 log.log(level, "traffic reload: %s: traffic unchanged%s", self.path, restart)
                 return False
-            for warning in self.table.verify(specs, VERIFY_TIMEOUT, str(self.path)):
-                log.warning(
-                    "traffic reload: %s; requests routed there fail until it is served", warning
-                )
-            if len(current.text) > self.board.capacity:
+            if len(current.text) > self.board.capacity:  # before asking the graph anything
                 raise ConfigError(
                     f"{self.path} is {len(current.text)} bytes; a traffic reload takes files up "
                     f"to {self.board.capacity} bytes: restart to apply it"
+                )
+            for warning in self.table.verify(specs, VERIFY_TIMEOUT, str(self.path)):
+                log.warning(
+                    "traffic reload: %s; requests routed there fail until it is served", warning
                 )
         except ConfigError as error:
             self._refuse(str(error))
@@ -160,8 +154,8 @@ class TrafficReloader:
         )
 
     def _count(self, outcome: str) -> None:
-        if self.metrics is not None:
-            self.metrics.reloads.labels(outcome).inc()
+        if self.table.metrics is not None:
+            self.table.metrics.reloads.labels(outcome).inc()
 
     # --- the following processes (gunicorn workers) ------------------------------------
 
@@ -173,7 +167,7 @@ class TrafficReloader:
         if published is None:  # being written: the next look takes it
             return False
         generation, text = published
-        new = _parse(text, self.path)
+        new = parse_text(text, self.path)
         self.table.apply(_specs(new, self.table), generation)
         log.debug("worker %d serves traffic generation %d", os.getpid(), generation)
         return True
@@ -296,14 +290,6 @@ def _specs(config: ServiceConfig, table: TrafficTable) -> dict[str, TrafficSpec 
     return {
         name: config.pipelines[name].traffic for name in table.pipelines if name in config.pipelines
     }
-
-
-def _parse(text: bytes, path: Path) -> ServiceConfig:
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {error}".replace("\n", " ")) from None
-    return parse_config(raw, path)
 
 
 def _settled(path: Path) -> FileState:

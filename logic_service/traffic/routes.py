@@ -18,7 +18,7 @@ import bisect
 import hashlib
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from logic_service.config import GraphTarget, PipelineSpec
@@ -69,15 +69,7 @@ def servables(spec: PipelineSpec, traffic: TrafficSpec | None) -> list[tuple[Ser
 
 def lane_spec(graph: GraphTarget, servable: Servable) -> GraphTarget:
     """The pipeline's graph target pointed at one version or label."""
-    return GraphTarget(
-        model=graph.model,
-        version=servable.version,
-        version_label=servable.label,
-        signature_name=graph.signature_name,
-        input=graph.input,
-        output=graph.output,
-        timeout=graph.timeout,
-    )
+    return replace(graph, version=servable.version, version_label=servable.label)
 
 
 @dataclass(frozen=True, eq=False)

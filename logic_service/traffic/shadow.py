@@ -146,9 +146,6 @@ class ShadowRunner:
             return
         self._jobs.put(ShadowJob(pair, features, rows, copy_outputs(outputs), request_id))
 
-    def pending(self, pipeline: str) -> int:
-        return self._pending.get(pipeline, 0)
-
     def _start_threads(self) -> None:
         """Threads do not survive gunicorn's fork: each process starts its own (lock held)."""
         pid = os.getpid()

@@ -15,8 +15,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 from logic_service.errors import ConfigError, LogicError
 from logic_service.graph.target import TargetKey
 from logic_service.traffic.metrics import (
+    FALLBACKS,
+    ROUTED,
     SHADOW_DECISIONS,
     SHADOW_DIFF,
+    SHADOW_JOBS,
     SHADOW_OUTCOMES,
     PairRecorder,
 )
@@ -225,7 +228,6 @@ class TrafficTable:
         plan = self.plans.get(pipeline)
         if plan is None:
             return None
-        spec = self.specs.get(pipeline)
         total = sum(lane.weight for lane in plan.lanes)
 
         def count(name: str, **labels: str) -> int:
@@ -239,17 +241,17 @@ class TrafficTable:
                     "weight": lane.weight,
                     "share": lane.weight / total,
                     "target": lane.target.label,
-                    "requests": count("logic_routed_requests_total", version=lane.name),
+                    "requests": count(f"{ROUTED}_total", version=lane.name),
                 }
                 for lane in plan.lanes
             ],
             "sticky_key": plan.sticky_key,
             "sticky_header": plan.sticky_header,
-            "sticky_fallbacks": count("logic_sticky_fallbacks_total"),
+            "sticky_fallbacks": count(f"{FALLBACKS}_total"),
             "shadow": None,
         }
         pairs = [lane.shadow for lane in plan.lanes if lane.shadow is not None]
-        if spec is not None and pairs:
+        if pairs:  # a lane has a shadow only when the spec names one
             shadow = pairs[0].plan
             info["shadow"] = {
                 "version": shadow.name,
@@ -272,7 +274,7 @@ def _comparison(pair: ShadowPair, pipeline: str, snapshot: Snapshot | None) -> d
     if snapshot is None:
         return info
     jobs = {
-        outcome: int(snapshot.sum("logic_shadow_jobs_total", outcome=outcome, **labels))
+        outcome: int(snapshot.sum(f"{SHADOW_JOBS}_total", outcome=outcome, **labels))
         for outcome in SHADOW_OUTCOMES
     }
     compared = int(snapshot.sum(f"{SHADOW_DIFF}_count", **labels))
