@@ -14,7 +14,7 @@ from typing import Any
 
 from converters.errors import UsageError
 
-_FILE_INIT_TYPES = {"InitializeTableFromTextFileV2", "InitializeTableFromTextFile"}
+FILE_INIT_TYPES = {"InitializeTableFromTextFileV2", "InitializeTableFromTextFile"}
 ASSET_FILEPATHS = "asset_filepaths"  # tf.compat.v1.GraphKeys.ASSET_FILEPATHS
 
 
@@ -27,7 +27,7 @@ def asset_tensors(graph: Any) -> list[Any]:
     found: dict[str, Any] = {}
     candidates = list(graph.get_collection(ASSET_FILEPATHS))
     for op in graph.get_operations():
-        if op.type in _FILE_INIT_TYPES:
+        if op.type in FILE_INIT_TYPES:
             candidates.append(op.inputs[1])
     for tensor in candidates:
         if getattr(tensor, "op", None) is not None and tensor.op.type == "Const":
@@ -60,5 +60,5 @@ def check_assets(graph: Any) -> list[str]:
 def _tables_reading(tensor: Any) -> list[str]:
     """Names of the tables a file-name tensor initialises, for the message."""
     return [
-        f"table {op.inputs[0].op.name}" for op in tensor.consumers() if op.type in _FILE_INIT_TYPES
+        f"table {op.inputs[0].op.name}" for op in tensor.consumers() if op.type in FILE_INIT_TYPES
     ]

@@ -240,7 +240,7 @@ def needs_of(tensors: Iterable[Any], stop: set[str], fixed: set[str]) -> tuple[s
     return tuple(sorted(found))
 
 
-_VARIABLE_TYPES = {"VariableV2", "Variable", "VarHandleOp"}
+VARIABLE_TYPES = {"VariableV2", "Variable", "VarHandleOp"}
 # Ops that hand a variable's value on unchanged: their consumers are the ones that read it.
 _VALUE_CARRIERS = {"Identity", "RefIdentity", "ReadVariableOp", "Enter", "RefEnter"}
 _NOT_A_PREDICTION_TYPE = re.compile(r"Queue|Reader|Summary|Iterator|Dataset|Barrier|Stage")
@@ -253,7 +253,7 @@ _NOT_TRAINED_COLLECTIONS = ("local_variables", "metric_variables", "global_step"
 
 def _trained_variables(graph: Any) -> set[str]:
     """Variable ops holding trained state: not metric counters, local variables or the step."""
-    names = {op.name for op in graph.get_operations() if op.type in _VARIABLE_TYPES}
+    names = {op.name for op in graph.get_operations() if op.type in VARIABLE_TYPES}
     for key in _NOT_TRAINED_COLLECTIONS:
         for variable in graph.get_collection(key):
             op = getattr(variable, "op", None)
@@ -282,15 +282,16 @@ def _variable_readers(graph: Any, variables: set[str], training: set[str]) -> li
     return list(readers.values())
 
 
-def _reach(tensors: Iterable[Any], fixed: set[str]) -> set[str]:
-    """Names of the ops the tensors are computed from (data inputs), not past fixed tensors."""
-    reached: set[str] = set()
+def ops_behind(tensors: Iterable[Any], stop: set[str]) -> dict[str, Any]:
+    """The ops the tensors are computed from (data inputs), by name, not looking past the
+    tensors named in `stop` (fixed tensors; for probes, the inputs too)."""
+    reached: dict[str, Any] = {}
     pending = list(tensors)
     while pending:
         tensor = pending.pop()
-        if tensor.name in fixed or tensor.op.name in reached:
+        if tensor.name in stop or tensor.op.name in reached:
             continue
-        reached.add(tensor.op.name)
+        reached[tensor.op.name] = tensor.op
         pending.extend(tensor.op.inputs)
     return reached
 
@@ -393,8 +394,8 @@ def _judge(graph: Any, tensor: Any, facts: _GraphFacts) -> OutputCandidate | str
         return "a metric"
     if not [n for n in needs if n not in facts.mode_flags]:
         return "depends on no input"
-    reached = _reach([tensor], facts.fixed)
-    variables = tuple(sorted(reached & facts.trained))
+    reached = ops_behind([tensor], facts.fixed)
+    variables = tuple(sorted(reached.keys() & facts.trained))
     if facts.trained and not variables:
         return "reads no trained variables (computed from the inputs alone)"
     return OutputCandidate(
@@ -526,7 +527,7 @@ def _drop_steps(
     """Drop a candidate computed on the way to another that needs and reads the same
     (logits before softmax), unless only the first keeps the batch dimension."""
     reach = {
-        c.tensor.name: _reach([graph.get_tensor_by_name(c.tensor.name)], fixed) for c in outputs
+        c.tensor.name: ops_behind([graph.get_tensor_by_name(c.tensor.name)], fixed) for c in outputs
     }
     kept = []
     for c in outputs:

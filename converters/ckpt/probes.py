@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from converters.ckpt.detect import needs_of
+from converters.ckpt.assets import FILE_INIT_TYPES
+from converters.ckpt.detect import VARIABLE_TYPES, needs_of, ops_behind
 from converters.ckpt.plan import SignaturePlan
 
 _LOOKUP_TYPES = {"LookupTableFindV2", "LookupTableFind"}
@@ -35,7 +36,6 @@ _TABLE_TYPES = {
 }
 # Initialisers that receive the keys as a tensor (KeyValueTensorInitializer in TF1 and TF2).
 _KEY_INIT_TYPES = {"InitializeTableV2", "InitializeTable", "LookupTableImportV2"}
-_FILE_INIT_TYPES = {"InitializeTableFromTextFileV2", "InitializeTableFromTextFile"}
 # Ops that hand a resource or ref on unchanged (while-loop frames, cond branches).
 _HANDLE_CARRIERS = {"Identity", "RefIdentity", "Enter", "RefEnter", "Switch", "RefSwitch"}
 # Ops whose output elements are elements of one input, an id keeping its meaning:
@@ -63,7 +63,6 @@ _ID_CARRIERS = {
     ),
     "SparseFillEmptyRows": (1, 1),  # output_values <- values
 }
-_VARIABLE_TYPES = {"VariableV2", "Variable", "VarHandleOp"}
 _WHOLE_LINE, _LINE_NUMBER = -2, -1
 MAX_KNOWN = 7  # known values per input; with the unknown key, 8 rows to probe with
 _UNKNOWN_KEY = b"<unknown>"
@@ -201,19 +200,6 @@ def _unknown(taken: set[Any]) -> Any:
     return max(taken) + 1 if taken else -1
 
 
-def _ops_behind(tensors: Iterable[Any], stop: set[str]) -> list[Any]:
-    """Every op the tensors are computed from (data inputs), not looking past `stop`."""
-    seen: dict[str, Any] = {}
-    pending = list(tensors)
-    while pending:
-        tensor = pending.pop()
-        if tensor.name in stop or tensor.op.name in seen:
-            continue
-        seen[tensor.op.name] = tensor.op
-        pending.extend(tensor.op.inputs)
-    return list(seen.values())
-
-
 def _through_carriers(tensor: Any, carriers: set[str]) -> Any:
     while tensor.op.type in carriers and tensor.op.inputs:
         tensor = tensor.op.inputs[0]
@@ -245,7 +231,7 @@ def _initialisers(table: Any) -> list[Any]:
             if consumer.name in seen:
                 continue
             seen.add(consumer.name)
-            if consumer.type in _KEY_INIT_TYPES | _FILE_INIT_TYPES:
+            if consumer.type in _KEY_INIT_TYPES | FILE_INIT_TYPES:
                 found.append(consumer)
             elif consumer.type in _HANDLE_CARRIERS:
                 pending.extend(consumer.outputs)
@@ -301,7 +287,7 @@ def _table_keys(handle: Any) -> Known | str:
         return f"table {table.name} is a {table.type}, not a table op this reads"
     key_dtype = table.get_attr("key_dtype")
     for init in _initialisers(table):
-        if init.type in _FILE_INIT_TYPES:
+        if init.type in FILE_INIT_TYPES:
             keys = _file_keys(init, key_dtype)
             if isinstance(keys, str):
                 return f"table {table.name}: {keys}"
@@ -342,7 +328,7 @@ def _embedding_rows(op: Any) -> tuple[int, str] | None:
         shape = params.shape
     if shape.rank is None or shape.rank == 0 or shape[0] is None:
         return None
-    name = params.op.name if params.op.type in _VARIABLE_TYPES else params.name
+    name = params.op.name if params.op.type in VARIABLE_TYPES else params.name
     return int(shape[0]), name
 
 
@@ -380,7 +366,7 @@ def find_probes(graph: Any, plan: SignaturePlan) -> Probes:
         for key, tensor in zip(plan.outputs, outputs, strict=True)
     }
     seen_tables: set[tuple[str, str]] = set()
-    for op in _ops_behind(outputs, set(inputs) | set(plan.fixed)):
+    for op in ops_behind(outputs, set(inputs) | set(plan.fixed)).values():
         if op.type in _LOOKUP_TYPES:
             fed = needs_of([op.inputs[1]], set(inputs), set(plan.fixed))
             table = _through_carriers(op.inputs[0], _HANDLE_CARRIERS).op.name

@@ -90,7 +90,11 @@ def add_destination_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_verify_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+def add_verify_flags(
+    parser: argparse.ArgumentParser,
+    sample_help: str = "inputs to compare on: .npz or .json mapping input names to arrays "
+    "(default: random inputs of each input's dtype and shape)",
+) -> argparse._ArgumentGroup:
     group = parser.add_argument_group("verification")
     group.add_argument(
         "--no-verify", action="store_true", help="skip the prediction parity check (not advised)"
@@ -104,8 +108,7 @@ def add_verify_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup
     group.add_argument(
         "--sample",
         type=Path,
-        help="inputs to compare on: .npz or .json mapping input names to arrays "
-        "(default: random inputs of each input's dtype and shape)",
+        help=sample_help,
     )
     return group
 

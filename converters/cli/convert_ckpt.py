@@ -143,14 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     for action in parser._actions:
         if action.dest == "name":  # --list needs no destination
             action.required = False
-    verification = add_verify_flags(parser)
-    for action in verification._group_actions:
-        if action.dest == "sample":  # here it also feeds the constant-output check
-            action.help = (
-                "inputs to compare on (and, rows reordered, to show the outputs follow them): "
-                ".npz or .json mapping input names to arrays (default: random values, and for "
-                "string and id inputs the values the graph holds)"
-            )
+    verification = add_verify_flags(
+        parser,
+        # Here --sample also feeds the constant-output check.
+        sample_help="inputs to compare on (and, rows reordered, to show the outputs follow "
+        "them): .npz or .json mapping input names to arrays (default: random values, and for "
+        "string and id inputs the values the graph holds)",
+    )
     verification.add_argument(
         "--allow-constant-output",
         action="store_true",
@@ -232,7 +231,6 @@ def _convert(args: argparse.Namespace) -> int:
         raise
     signature_shapes = ckpt_export.serving_shapes(plan, _with_inferred(graph, plan, shapes))
     check_assets(graph)
-    probes = find_probes(graph, plan)
     print(f"signature: {ckpt_export.SIGNATURE_KEY} ({plan.source})")
     with staging_dir(dest) as staged:
         summary = ckpt_export.export_checkpoint(files, plan, staged, signature_shapes)
@@ -245,6 +243,7 @@ def _convert(args: argparse.Namespace) -> int:
         if args.no_verify:
             print("verify:    not checked (--no-verify)")
         else:
+            probes = find_probes(graph, plan)  # reads the vocabulary files: only to verify
             for line in probes.lines():
                 print(f"probes:    {line}")
             _verify(

@@ -30,7 +30,7 @@ from tensorflow_serving.apis import (
     model_service_pb2_grpc,
 )
 
-from devtools.savedmodels import write_models_config, write_spin_savedmodel
+from devtools.savedmodels import write_spin_savedmodel
 from devtools.servers import free_port, script
 
 LOADED = "loaded vocab version 1"
@@ -225,7 +225,6 @@ def test_a_rest_port_taken_during_the_load_stops_with_exit_4(vocab_model_base, t
 @pytest.fixture
 def spin_graph(tmp_path):
     write_spin_savedmodel(tmp_path / "models" / "spin" / "1")
-    write_models_config(tmp_path / "models" / "models.config", {"spin": ""})
     graph = launch(tmp_path / "models" / "spin", tmp_path, name="spin")
     deadline = time.monotonic() + START_TIMEOUT
     while True:

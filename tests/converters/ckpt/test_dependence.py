@@ -4,21 +4,11 @@ model is not constant because random strings miss its table, a constant one stil
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from converters.cli import convert_ckpt
 from converters.models_config import ModelsConfig
-
-
-def _convert(ckpt, models: Path, *args: str) -> int:
-    return convert_ckpt.main([str(ckpt.folder), "--models-dir", str(models), *args])
-
-
-def _nothing_published(models: Path, name: str) -> None:
-    assert not (models / name).exists()
-    assert ModelsConfig.load(models / "models.config", missing_ok=True).get(name) is None
+from tests.converters.ckpt.helpers import convert, nothing_published
 
 
 def _error(capsys) -> str:
@@ -44,7 +34,7 @@ def test_a_named_constant_output_is_still_refused_with_the_values_tried(
     vocab_ckpt, tmp_path, capsys, output, tried
 ):
     models = tmp_path / "models"
-    assert _convert(vocab_ckpt, models, "--name", "c", "--output", f"c={output}") == 1
+    assert convert(vocab_ckpt, models, "--name", "c", "--output", f"c={output}") == 1
     error = _error(capsys)
     assert error.startswith(f"convert-ckpt: error: output c ({output}:0) does not change")
     assert tried in error
@@ -54,14 +44,14 @@ def test_a_named_constant_output_is_still_refused_with_the_values_tried(
             "no lookup table or vocabulary is reached from string input words, so only random "
             "strings were tried; if it needs real values, pass them with --sample FILE.json"
         ) in error
-    _nothing_published(models, "c")
+    nothing_published(models, "c")
 
 
 def test_unreadable_keys_refuse_a_detected_output_but_keep_a_named_one(
     unread_vocab_ckpt, tmp_path, capsys
 ):
     models = tmp_path / "models"
-    assert _convert(unread_vocab_ckpt, models, "--name", "w") == 1
+    assert convert(unread_vocab_ckpt, models, "--name", "w") == 1
     error = _error(capsys)
     assert "identical values for two random batches)" in error
     assert (
@@ -70,9 +60,9 @@ def test_unreadable_keys_refuse_a_detected_output_but_keep_a_named_one(
         "from the checkpoint)), so only random values were tried: pass real ones with --sample "
         "FILE.json"
     ) in error
-    _nothing_published(models, "w")
+    nothing_published(models, "w")
 
-    assert _convert(unread_vocab_ckpt, models, "--name", "w", "--output", "score=score") == 0
+    assert convert(unread_vocab_ckpt, models, "--name", "w", "--output", "score=score") == 0
     out = capsys.readouterr().out
     assert "verify:    output score gave identical values, but words is looked up" in out
     assert "kept because you named it with --output" in out
@@ -86,20 +76,20 @@ def test_sample_rows_in_two_orders_show_the_output_follows_its_input(
     sample = tmp_path / "words.json"
     sample.write_text(json.dumps({"words": ["apple", "cherry", "durian"]}))
     models = tmp_path / "models"
-    assert _convert(unread_vocab_ckpt, models, "--name", "w", "--sample", str(sample)) == 0
+    assert convert(unread_vocab_ckpt, models, "--name", "w", "--sample", str(sample)) == 0
     out = capsys.readouterr().out
     assert "the --sample rows in two orders" in out
 
     same = tmp_path / "same.json"
     same.write_text(json.dumps({"words": ["apple", "apple"]}))  # no difference: no evidence
-    assert _convert(unread_vocab_ckpt, models, "--name", "w2", "--sample", str(same)) == 1
+    assert convert(unread_vocab_ckpt, models, "--name", "w2", "--sample", str(same)) == 1
     assert "words is looked up in a table whose keys cannot be read" in _error(capsys)
 
 
 def test_the_issue_19_command_converts(vocab_ckpt, tmp_path, capsys):
     models = tmp_path / "models"
     argv = ["--name", "words", "--input", "words=words:0", "--output", "score=score:0"]
-    assert _convert(vocab_ckpt, models, *argv) == 0
+    assert convert(vocab_ckpt, models, *argv) == 0
     out = capsys.readouterr().out
     assert (
         "verify:    outputs follow the inputs (tried two random batches; values from the "

@@ -7,41 +7,21 @@ and a variable-free metric reading only the features.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from converters.ckpt.detect import detect, find_candidates
-from converters.ckpt.loader import import_graph, locate_checkpoint
 from converters.ckpt.shapes import infer_shape
-from converters.cli import convert_ckpt
-from converters.models_config import ModelsConfig
 from converters.signatures import read_signatures
+from tests.converters.ckpt.helpers import convert, nothing_published, scratch_graph
 
 v1 = tf.compat.v1
 
 
-def _graph(ckpt) -> tf.Graph:
-    graph = tf.Graph()
-    with graph.as_default():
-        import_graph(locate_checkpoint(ckpt.prefix))
-    return graph
-
-
-def _convert(ckpt, models: Path, *args: str) -> int:
-    return convert_ckpt.main([str(ckpt.folder), "--models-dir", str(models), *args])
-
-
-def _nothing_published(models: Path, name: str) -> None:
-    assert not (models / name).exists()
-    assert ModelsConfig.load(models / "models.config", missing_ok=True).get(name) is None
-
-
 def test_candidates_offer_the_prediction_and_set_the_metric_and_loss_aside(regression_ckpt):
     t = regression_ckpt.tensors
-    candidates = find_candidates(_graph(regression_ckpt))
+    candidates = find_candidates(scratch_graph(regression_ckpt))
     assert [c.tensor.name for c in candidates.outputs] == [t["prediction"]]
     (prediction,) = candidates.outputs
     assert prediction.needs == (t["features"], t["training"])
@@ -55,7 +35,7 @@ def test_without_flags_detection_refuses_and_lists_the_prediction_with_its_flags
     regression_ckpt, tmp_path, capsys
 ):
     models = tmp_path / "models"
-    assert _convert(regression_ckpt, models, "--name", "reg") == 2
+    assert convert(regression_ckpt, models, "--name", "reg") == 2
     err = capsys.readouterr().err
     flags = "--input features=features:0 --fixed training:0=false --output prediction=prediction:0"
     assert f"      flags: {flags}" in err  # the candidate, with the exact flags to pass
@@ -64,14 +44,14 @@ def test_without_flags_detection_refuses_and_lists_the_prediction_with_its_flags
     last = err.strip().splitlines()[-1]
     assert last.startswith("convert-ckpt: error: cannot pick the signature on my own")
     assert "training:0 looks like a training switch" in last and flags in last
-    _nothing_published(models, "reg")
+    nothing_published(models, "reg")
 
 
 def test_with_the_switch_fixed_detection_picks_the_prediction_and_infers_the_width(
     regression_ckpt, tmp_path, capsys
 ):
     models = tmp_path / "models"
-    code = _convert(regression_ckpt, models, "--name", "reg", "--fixed", "training=false")
+    code = convert(regression_ckpt, models, "--name", "reg", "--fixed", "training=false")
     out = capsys.readouterr().out
     assert code == 0, out
     assert "inferred features [?,8] from MatMul dense/MatMul with weights [8,100]" in out
@@ -104,16 +84,16 @@ def test_an_output_reading_no_variables_is_refused_unless_allowed(
 ):
     models = tmp_path / "models"
     argv = ["--name", "metric", "--output", "m=share_positive"]
-    assert _convert(regression_ckpt, models, *argv) == 1
+    assert convert(regression_ckpt, models, *argv) == 1
     err = capsys.readouterr().err.strip()
     assert err.splitlines() == [
         "convert-ckpt: error: the signature reads none of the 4 variables in notebook.ckpt, "
         "so it is not the trained model; pick the prediction with --output (see --list), or "
         "pass --allow-constant-output if that is really meant"
     ]
-    _nothing_published(models, "metric")
+    nothing_published(models, "metric")
 
-    assert _convert(regression_ckpt, models, *argv, "--allow-constant-output") == 0
+    assert convert(regression_ckpt, models, *argv, "--allow-constant-output") == 0
     assert (models / "metric" / "1" / "saved_model.pb").is_file()
 
 
@@ -122,20 +102,20 @@ def test_an_output_that_ignores_its_inputs_is_refused_unless_allowed(
 ):
     models = tmp_path / "models"
     # Both read the weights and neither covers the other: detection will not guess.
-    assert _convert(constant_ckpt, models, "--name", "c") == 2
+    assert convert(constant_ckpt, models, "--name", "c") == 2
     assert "several outputs could be the prediction" in capsys.readouterr().err
 
     argv = ["--name", "c", "--output", "flat=flat"]
-    assert _convert(constant_ckpt, models, *argv) == 1
+    assert convert(constant_ckpt, models, *argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert "output flat (flat:0) does not change when the inputs change" in err[0]
     assert "--allow-constant-output" in err[0]
-    _nothing_published(models, "c")
+    nothing_published(models, "c")
 
-    assert _convert(constant_ckpt, models, "--name", "c", "--output", "y=y") == 0
+    assert convert(constant_ckpt, models, "--name", "c", "--output", "y=y") == 0
     assert "outputs follow the inputs" in capsys.readouterr().out
-    assert _convert(constant_ckpt, models, *argv, "--allow-constant-output") == 0
+    assert convert(constant_ckpt, models, *argv, "--allow-constant-output") == 0
     assert sorted(p.name for p in (models / "c").iterdir()) == ["1", "2"]
 
 
@@ -149,7 +129,7 @@ def test_an_output_that_ignores_its_inputs_is_refused_unless_allowed(
 )
 def test_width_is_read_off_the_first_op_that_fixes_it(request, fixture, input_key, shape, source):
     ckpt = request.getfixturevalue(fixture)
-    found = infer_shape(_graph(ckpt), ckpt.tensors[input_key])
+    found = infer_shape(scratch_graph(ckpt), ckpt.tensors[input_key])
     assert found is not None
     assert found.shape == shape
     assert found.source == source
@@ -173,7 +153,7 @@ def test_width_from_set_shape_and_none_when_nothing_fixes_it():
 
 def test_conv_input_converts_with_the_inferred_channels(conv_ckpt, tmp_path, capsys):
     models = tmp_path / "models"
-    assert _convert(conv_ckpt, models, "--name", "img") == 0
+    assert convert(conv_ckpt, models, "--name", "img") == 0
     out = capsys.readouterr().out
     assert "inferred images [?,?,?,3] from Conv2D Conv2D with filter [3,3,3,4]" in out
     _, (sig,) = read_signatures(models / "img" / "1")

@@ -5,20 +5,13 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from converters.ckpt.loader import import_graph, locate_checkpoint
 from converters.ckpt.plan import SignaturePlan, describe
 from converters.ckpt.probes import find_probes, shown
 from devtools.ckpt_models import VOCAB
+from tests.converters.ckpt.helpers import scratch_graph
 
 v1 = tf.compat.v1
 KNOWN = [w.encode() for w in VOCAB]
-
-
-def _graph(ckpt) -> tf.Graph:
-    graph = tf.Graph()
-    with graph.as_default():
-        import_graph(locate_checkpoint(ckpt.prefix))
-    return graph
 
 
 def _plan(graph: tf.Graph, inputs: dict[str, str], outputs: dict[str, str]) -> SignaturePlan:
@@ -34,7 +27,7 @@ def _pools(graph, inputs, outputs) -> dict[str, list]:
 
 
 def test_string_input_is_probed_with_the_keys_of_its_hash_table_and_one_unknown(vocab_ckpt):
-    graph = _graph(vocab_ckpt)
+    graph = scratch_graph(vocab_ckpt)
     probes = find_probes(graph, _plan(graph, {"words": "words:0"}, {"score": "score:0"}))
     assert probes.pools()["words"].tolist() == [*KNOWN, b"<unknown>"]
     assert probes.lines() == [
@@ -46,7 +39,7 @@ def test_string_input_is_probed_with_the_keys_of_its_hash_table_and_one_unknown(
 
 def test_keys_are_found_through_any_path_from_the_input_to_the_lookup(vocab_ckpt):
     # default_only looks up words + "#": the same table's keys are what it could match.
-    graph = _graph(vocab_ckpt)
+    graph = scratch_graph(vocab_ckpt)
     assert _pools(graph, {"words": "words:0"}, {"d": "default_only:0"}) == {
         "words": [*KNOWN, b"<unknown>"]
     }
@@ -57,14 +50,14 @@ def test_keys_are_found_through_any_path_from_the_input_to_the_lookup(vocab_ckpt
 
 
 def test_vocabulary_file_keys_are_read_from_the_file(vocab_file_ckpt):
-    graph = _graph(vocab_file_ckpt)
+    graph = scratch_graph(vocab_file_ckpt)
     probes = find_probes(graph, _plan(graph, {"words": "words:0"}, {"score": "score:0"}))
     assert probes.pools()["words"].tolist() == [*KNOWN, b"<unknown>"]
     assert "vocabulary file words.vocab of table hash_table, 4 keys" in probes.lines()[0]
 
 
 def test_id_input_is_probed_within_the_rows_of_its_embedding(id_ckpt):
-    graph = _graph(id_ckpt)
+    graph = scratch_graph(id_ckpt)
     probes = find_probes(graph, _plan(graph, {"item": "item:0"}, {"score": "score:0"}))
     assert probes.pools()["item"].tolist() == [0, 1, 2, 3, 4, 5]
     assert probes.pools()["item"].dtype == np.int64
@@ -132,7 +125,7 @@ def test_feature_columns_reduce_to_the_same_tables_and_embeddings():
 
 
 def test_a_table_with_computed_keys_is_reported_as_unread(unread_vocab_ckpt):
-    graph = _graph(unread_vocab_ckpt)
+    graph = scratch_graph(unread_vocab_ckpt)
     probes = find_probes(graph, _plan(graph, {"words": "words:0"}, {"score": "score:0"}))
     assert probes.pools() == {}
     (reason,) = probes.unread(["words"])["words"]
