@@ -234,14 +234,10 @@ def start_servers(
             },
         )
         print("starting logic-service (the kit) ...", flush=True)
-        port = free_port()
-        servers[KIT] = start_server(
-            [script("logic-service"), "--config", str(config), "--bind", f"127.0.0.1:{port}"],
-            port,
+        servers[KIT] = start_kit(
+            config,
             work / "logs" / "logic.log",
-            ready_path="/ready",
-            ready_status=(200,),
-            env={
+            {
                 "GRAPH_SERVICE_URL": graph.url,
                 "LOGIC_WORKERS": str(workers),
                 "LOGIC_THREADS": str(threads),
@@ -259,6 +255,20 @@ def start_servers(
             server.stop()
         raise
     return servers, artifacts
+
+
+def start_kit(config: Path, log: Path, env: dict[str, str], timeout: float = 120) -> ServerProcess:
+    """logic-service (the kit) on a free port, returned once /ready answers 200."""
+    port = free_port()
+    return start_server(
+        [script("logic-service"), "--config", str(config), "--bind", f"127.0.0.1:{port}"],
+        port,
+        log,
+        ready_path="/ready",
+        ready_status=(200,),
+        env=env,
+        timeout=timeout,
+    )
 
 
 def start_recipe(work: Path, source: str, workers: int, threads: int) -> ServerProcess:
@@ -360,6 +370,30 @@ def measure_round(
         trees={"server": server.process.pid, "graph": graph.process.pid},
     )
     return Round(serial, load, cpu)
+
+
+def interleaved_rounds(
+    servers: dict[str, ServerProcess],
+    urls: dict[str, str],
+    bodies: dict[str, Path],
+    *,
+    graph: ServerProcess,
+    args: argparse.Namespace,
+) -> dict[str, list[Round]]:
+    """`args.rounds` rounds of each server in `urls`, interleaved: a spell of load on the shared
+    machine hits every server's share, not one server's whole measurement. Each round starts
+    one server later."""
+    names = list(urls)
+    rounds: dict[str, list[Round]] = {name: [] for name in names}
+    for number in range(args.rounds):
+        shift = number % len(names)
+        for name in names[shift:] + names[:shift]:
+            rounds[name].append(
+                measure_round(
+                    servers[name], graph=graph, url=urls[name], body=bodies[name], args=args
+                )
+            )
+    return rounds
 
 
 def summarize(name: str, rows: int, rounds: list[Round]) -> Measurement:
@@ -472,23 +506,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"scores (max |diff| {worst:.1e})",
                     flush=True,
                 )
-                # Interleaved: a spell of load on the shared machine hits every server's share,
-                # not one server's whole measurement. Each round starts one server later.
-                names = list(servers)
-                rounds: dict[str, list[Round]] = {name: [] for name in names}
-                for number in range(args.rounds):
-                    shift = number % len(names)
-                    for name in names[shift:] + names[:shift]:
-                        rounds[name].append(
-                            measure_round(
-                                servers[name],
-                                graph=graph,
-                                url=urls[name],
-                                body=bodies[name],
-                                args=args,
-                            )
-                        )
-                results.extend(summarize(name, rows, rounds[name]) for name in names)
+                rounds = interleaved_rounds(servers, urls, bodies, graph=graph, args=args)
+                results.extend(summarize(name, rows, rounds[name]) for name in urls)
         finally:
             for server in reversed(servers.values()):
                 server.stop()

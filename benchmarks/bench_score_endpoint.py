@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import logging
 import statistics
 import sys
 import tempfile
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 import orjson
+from flask import Response, g, request
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -91,8 +93,6 @@ def main(argv: list[str] | None = None) -> int:
 
         @app.post("/flask_score")
         def flask_score():  # what ScoreEndpoint does, as a Flask view
-            from flask import Response, g, request
-
             score_request = decode_score_request(request.get_data(), request.content_type)
             pipeline = state.scorer.select(score_request.model)
             g.info.pipeline = pipeline.name
@@ -105,8 +105,6 @@ def main(argv: list[str] | None = None) -> int:
         body = orjson.dumps({"data": credit_records(1)})
         for path in ("/get_score", "/flask_score"):  # warm up both (sessions, caches)
             cpu_per_call(endpoint, path, body, 200)
-        import logging
-
         logging.disable(logging.INFO)  # the request log line is written by both; keep the
         # terminal quiet (the formatting cost stays: disable only drops the emit)
         rounds = {"ScoreEndpoint (as shipped)": [], "a Flask route doing the same": []}

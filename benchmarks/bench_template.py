@@ -45,17 +45,22 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from bench_logic import (  # noqa: E402
+    interleaved_rounds,
     kit_layout,
-    measure_round,
     measured_tree,
+    start_kit,
     start_recipe,
     summarize,
 )
 from bench_report import GRAPH, Measurement, Target, markdown_table  # noqa: E402
 
 from devtools.legacy_sklearn import build_legacy  # noqa: E402
-from devtools.savedmodels import start_graph_service, write_dense_savedmodel  # noqa: E402
-from devtools.servers import ServerProcess, free_port, script, start_server  # noqa: E402
+from devtools.savedmodels import (  # noqa: E402
+    start_graph_service,
+    write_dense_savedmodel,
+    write_models_config,
+)
+from devtools.servers import ServerProcess, script  # noqa: E402
 
 MODEL = "template"
 KIT_LOCAL, RECIPE_LOCAL = "kit, in-process Ridge", "recipe, in-process Ridge"
@@ -101,17 +106,8 @@ def graph():
 
 def start_logic(config: Path, log: Path, env: dict[str, str]) -> tuple[ServerProcess, float]:
     """logic-service up to /ready 200, and how long that took from the process start."""
-    port = free_port()
     started = time.monotonic()
-    server = start_server(
-        [script("logic-service"), "--config", str(config), "--bind", f"127.0.0.1:{port}"],
-        port,
-        log,
-        ready_path="/ready",
-        ready_status=(200,),
-        env=env,
-        timeout=300,
-    )
+    server = start_kit(config, log, env, timeout=300)
     return server, time.monotonic() - started
 
 
@@ -168,21 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             env, compile_seconds = start_servers(work, legacy, servers, (workers, threads))
             urls, paths = write_bodies(work, legacy, servers, args.rows)
-            names = list(urls)
-            rounds: dict[str, list[Any]] = {name: [] for name in names}
-            for number in range(args.rounds):
-                shift = number % len(names)
-                for name in names[shift:] + names[:shift]:
-                    rounds[name].append(
-                        measure_round(
-                            servers[name],
-                            graph=servers[GRAPH],
-                            url=urls[name],
-                            body=paths[name],
-                            args=args,
-                        )
-                    )
-            results = [summarize(name, args.rows, rounds[name]) for name in names]
+            rounds = interleaved_rounds(servers, urls, paths, graph=servers[GRAPH], args=args)
+            results = [summarize(name, args.rows, rounds[name]) for name in urls]
             print("measuring start-up times ...", flush=True)
             startups = startup_times(work, env)
         finally:
@@ -200,10 +183,7 @@ def start_servers(
     and how long the compile step took."""
     width = len(legacy.expected["template/features"][0])
     write_dense_savedmodel(work / "models" / MODEL / "1", width)
-    (work / "models" / "models.config").write_text(
-        f'model_config_list {{\n  config {{\n    name: "{MODEL}"\n'
-        f'    base_path: "/models/{MODEL}"\n    model_platform: "tensorflow"\n  }}\n}}\n'
-    )
+    write_models_config(work / "models" / "models.config", {MODEL: ""})
     print("starting graph-service ...", flush=True)
     graph = servers[GRAPH] = start_graph_service(work / "models" / "models.config", work / "logs")
     workers, threads = layout

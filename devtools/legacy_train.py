@@ -1,10 +1,11 @@
 """Fit and save artifacts the way users of one scikit-learn release do, in that release.
 
 Run by `devtools/legacy_sklearn.py` with the interpreter of a build environment (any
-scikit-learn from 1.2 on, numpy, pandas, joblib, dill): `python legacy_train.py OUT`. It
-imports nothing from the kit. On a student-performance table with the missing values and
-strings of real tabular data (and an id column no step reads, so 1.5/1.6 ColumnTransformers
-pickle their `_RemainderColsList`), it fits:
+scikit-learn from 1.2 on, numpy, pandas, joblib, dill) and the repository on PYTHONPATH:
+`python legacy_train.py OUT`. It imports nothing from the kit, only `devtools/sklearn_fits.py`
+(the template's preprocessor and the coverage fixtures). On a student-performance table with
+the missing values and strings of real tabular data (and an id column no step reads, so
+1.5/1.6 ColumnTransformers pickle their `_RemainderColsList`), it fits:
 
 - `template`: the commonest public end-to-end template's preprocessor, exactly: numbers
   through SimpleImputer(median) + StandardScaler, strings through SimpleImputer(most_frequent)
@@ -21,8 +22,8 @@ this release computes for them: what the kit must reproduce, whatever it runs.
 
 - `coverage/NAME.joblib`: every kind of step the compiled engine converts (string imputers,
   one-hot and ordinal variants, numpy functions, the template on other columns), fitted by
-  `devtools/sklearn_fits.py`'s functions (the repository must be on PYTHONPATH), with this
-  release's features for `coverage_records.json` in `expected.json` under `coverage/NAME`.
+  `devtools/sklearn_fits.py`'s functions, with this release's features for
+  `coverage_records.json` in `expected.json` under `coverage/NAME`.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LinearRegression, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from devtools import sklearn_fits as fits
 
 NUMERIC = ["reading_score", "writing_score"]
 CATEGORICAL = [
@@ -91,19 +94,7 @@ def students(n: int, seed: int, missing: bool = True) -> pd.DataFrame:
 
 
 def template() -> ColumnTransformer:
-    numeric = Pipeline(
-        [("imputer", SimpleImputer(strategy="median")), ("scaler", StandardScaler())]
-    )
-    categorical = Pipeline(
-        [
-            ("imputer", SimpleImputer(strategy="most_frequent")),
-            ("one_hot_encoder", OneHotEncoder()),
-            ("scaler", StandardScaler(with_mean=False)),
-        ]
-    )
-    return ColumnTransformer(
-        [("num_pipeline", numeric, NUMERIC), ("cat_pipelines", categorical, CATEGORICAL)]
-    )
+    return fits.template_preprocessor(NUMERIC, CATEGORICAL)
 
 
 def simple() -> ColumnTransformer:
@@ -139,8 +130,6 @@ def as_frame(records: list[dict]) -> pd.DataFrame:
 
 def coverage(out: Path) -> dict[str, list]:
     """The converter coverage fixtures, fitted by this release, and its features for them."""
-    from devtools import sklearn_fits as fits
-
     frame = fits.coverage_frame(fits.coverage_records(400, seed=0))
     records = fits.coverage_records(60, seed=7)
     template, _ = fits.fit_template(frame)

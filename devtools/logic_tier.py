@@ -21,8 +21,11 @@ def start_logic_service(
     env: dict[str, str] | None = None,
     workers: int = 2,
     threads: int = 4,
+    ready_path: str = "/health",
+    timeout: float = 60,
 ) -> ServerProcess:
-    """`logic-service --config FILE --bind ...` exactly as the container runs it."""
+    """`logic-service --config FILE --bind ...` exactly as the container runs it, returned once
+    `ready_path` answers 200."""
     port = free_port()
     argv = [
         script("logic-service"),
@@ -39,10 +42,10 @@ def start_logic_service(
         argv,
         port,
         log_path,
-        ready_path="/health",
+        ready_path=ready_path,
         ready_status=[200],
         env={"LOGIC_JSON_LOGS": "1", **(env or {})},
-        timeout=60,
+        timeout=timeout,
     )
 
 

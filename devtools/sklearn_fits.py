@@ -56,27 +56,35 @@ def offline_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     return frame
 
 
-def fit_template(frame: pd.DataFrame) -> tuple[Any, Any]:
-    """The commonest public end-to-end template: `preprocessor.pkl` and a regressor."""
+def template_preprocessor(numbers: list[str], strings: list[str]) -> Any:
+    """The commonest public end-to-end template's preprocessor, unfitted: `numbers` through
+    SimpleImputer(median) + StandardScaler, `strings` through SimpleImputer(most_frequent) +
+    OneHotEncoder() + StandardScaler(with_mean=False)."""
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import Ridge
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    numbers = Pipeline(
+    numeric = Pipeline(
         [("imputer", SimpleImputer(strategy="median")), ("scaler", StandardScaler())]
     )
-    strings = Pipeline(
+    categorical = Pipeline(
         [
             ("imputer", SimpleImputer(strategy="most_frequent")),
             ("one_hot_encoder", OneHotEncoder()),
             ("scaler", StandardScaler(with_mean=False)),
         ]
     )
-    preprocessor = ColumnTransformer(
-        [("num_pipeline", numbers, ["age", "income"]), ("cat_pipelines", strings, ["city", "plan"])]
-    ).fit(frame)
+    return ColumnTransformer(
+        [("num_pipeline", numeric, numbers), ("cat_pipelines", categorical, strings)]
+    )
+
+
+def fit_template(frame: pd.DataFrame) -> tuple[Any, Any]:
+    """The commonest public end-to-end template: `preprocessor.pkl` and a regressor."""
+    from sklearn.linear_model import Ridge
+
+    preprocessor = template_preprocessor(["age", "income"], ["city", "plan"]).fit(frame)
     target = frame["income"] / 1000 + 3 * (frame["city"] == "paris") + frame["age"].fillna(40)
     # Ridge, not LinearRegression: the one-hot columns plus an intercept are collinear, and
     # lstsq may then answer with coefficients near 1e11 whose float32 sum is noise (the parity

@@ -7,7 +7,6 @@ offline computation of either. models.config keeps both loaded, `stable` -> 1, `
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,20 +103,15 @@ def start_traffic_logic(
     """`logic-service` under gunicorn over `folder/pipelines.yaml`, returned once /ready is 200
     (every version it routes to has had its signature read)."""
     config = bed.write_pipelines(folder / "pipelines.yaml", traffic, **pipeline)
-    server = start_logic_service(
+    return start_logic_service(
         config,
         folder / "logic.log",
         env={"GRAPH_SERVICE_URL": graph_url, "LOGIC_ACCESS_LOG": "", **(env or {})},
         workers=workers,
         threads=threads,
+        ready_path="/ready",
+        timeout=120,  # the start and the signature reads, 60 s each
     )
-    deadline = time.monotonic() + 60
-    while requests.get(server.url + "/ready", timeout=10).status_code != 200:
-        if time.monotonic() > deadline:
-            server.stop()
-            raise RuntimeError(f"logic-service not ready in 60 s:\n{server.log()}")
-        time.sleep(0.1)
-    return server
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -30,10 +30,9 @@ import psutil
 import pytest
 import requests
 
-from devtools.servers import free_port
+from devtools.servers import STACK_PY, free_port, stack_up
 
 ROOT = Path(__file__).resolve().parents[2]
-STACK_PY = ROOT / "scripts" / "stack.py"
 EXAMPLE = ROOT / "examples" / "credit"
 START_TIMEOUT = 600
 
@@ -100,31 +99,14 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     work = tmp_path_factory.mktemp("stack")
     example = copy_example(work / "credit")
     run = Running(None, work / "stack.out", work, example, free_port(), free_port(), free_port())
-    with run.output.open("wb") as out:
-        run.process = subprocess.Popen(
-            [sys.executable, str(STACK_PY), *run.argv("up"), "--timeout", str(START_TIMEOUT)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=work,
-            env={**os.environ, "LOGIC_WORKERS": "1"},
-        )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while "\nready." not in run.text():
-            if run.process.poll() is not None:
-                pytest.fail(f"stack.py up exited {run.process.returncode}:\n{run.text()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"stack.py up not ready in {START_TIMEOUT}s:\n{run.text()}")
-            time.sleep(0.5)
+    with stack_up(
+        [*run.argv("up"), "--timeout", str(START_TIMEOUT)],
+        run.output,
+        cwd=work,
+        timeout=START_TIMEOUT,
+        env={**os.environ, "LOGIC_WORKERS": "1"},
+    ) as run.process:
         yield run
-    finally:
-        if run.process.poll() is None:
-            run.process.send_signal(signal.SIGTERM)
-            try:
-                run.process.wait(60)
-            except subprocess.TimeoutExpired:
-                run.process.kill()
-                run.process.wait()
 
 
 def scores(body: dict) -> list[float]:

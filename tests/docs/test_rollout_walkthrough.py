@@ -7,21 +7,18 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from devtools.servers import free_port
+from devtools.servers import STACK_PY, free_port, stack_up
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "rollout.md"
-STACK_PY = ROOT / "scripts" / "stack.py"
 EXAMPLE = ROOT / "examples" / "credit"
 START_TIMEOUT = 600
 WALK_TIMEOUT = 900
@@ -68,57 +65,33 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     (work / ".venv").symlink_to(Path(sys.executable).parent.parent, target_is_directory=True)
     ports = {"graph": free_port(), "grpc": free_port(), "logic": free_port()}
     output = tmp_path / "stack.out"
-    with output.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                str(STACK_PY),
-                "up",
-                "--example-dir",
-                str(work / "examples" / "credit"),
-                "--models-dir",
-                str(work / "models"),
-                "--run-dir",
-                str(work / "run"),
-                "--graph-port",
-                str(ports["graph"]),
-                "--grpc-port",
-                str(ports["grpc"]),
-                "--logic-port",
-                str(ports["logic"]),
-                "--config-poll-seconds",
-                "1",
-                "--timeout",
-                str(START_TIMEOUT),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=work,
+    argv = [
+        "up",
+        "--example-dir",
+        str(work / "examples" / "credit"),
+        "--models-dir",
+        str(work / "models"),
+        "--run-dir",
+        str(work / "run"),
+        "--graph-port",
+        str(ports["graph"]),
+        "--grpc-port",
+        str(ports["grpc"]),
+        "--logic-port",
+        str(ports["logic"]),
+        "--config-poll-seconds",
+        "1",
+        "--timeout",
+        str(START_TIMEOUT),
+    ]
+    with stack_up(argv, output, cwd=work, timeout=START_TIMEOUT) as process:
+        yield Stack(
+            work,
+            process,
+            output,
+            f"http://127.0.0.1:{ports['logic']}",
+            f"http://127.0.0.1:{ports['graph']}",
         )
-    running = Stack(
-        work,
-        process,
-        output,
-        f"http://127.0.0.1:{ports['logic']}",
-        f"http://127.0.0.1:{ports['graph']}",
-    )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while "\nready." not in running.text():
-            if process.poll() is not None:
-                pytest.fail(f"stack.py up exited {process.returncode}:\n{running.text()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"stack.py up not ready in {START_TIMEOUT}s:\n{running.text()}")
-            time.sleep(0.5)
-        yield running
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 @pytest.mark.slow
