@@ -142,6 +142,12 @@ class PipelineSpec:
     # Routes, sticky key, shadow (logic_service/traffic/): the part that reloads without a restart.
     traffic: TrafficSpec | None = None
 
+    @property
+    def compilable(self) -> bool:
+        """Whether `logic-service compile` builds it: everything but glue code (a preprocess
+        hook) and a pipeline pinned to scikit-learn (`engine: sklearn`)."""
+        return self.preprocess is None and self.engine != "sklearn"
+
     def artifact_refs(self) -> list[tuple[str, ArtifactRef]]:
         """(role, reference) of every file the pipeline unpickles, in the order it loads them."""
         refs = [("transformer", ref) for ref in self.transformers]

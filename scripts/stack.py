@@ -212,7 +212,7 @@ def needs_compiling(settings: Settings) -> bool:
     try:
         config = load_config(settings.pipelines)
         for spec in config.pipelines.values():
-            if spec.preprocess is not None or spec.engine == "sklearn":
+            if not spec.compilable:
                 continue
             folder = bundle_dir(config, spec.name)
             if not (folder / REPORT).is_file():

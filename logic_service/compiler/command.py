@@ -180,7 +180,7 @@ def _plan(spec: PipelineSpec, config: ServiceConfig) -> Plan:
         return plan
     versions = {i.scan.sklearn_version for i in inspected if i.scan.sklearn_version}
     pickled = ", ".join(sorted(versions)) or sklearn.__version__
-    if spec.preprocess is not None or spec.engine == "sklearn":
+    if not spec.compilable:
         why = "a preprocess hook is Python glue code" if spec.preprocess else "engine: sklearn"
         plan.skip = f"{why}; it serves through its pickles, with scikit-learn {pickled}" + (
             ""

@@ -66,12 +66,7 @@ def load_pipeline(
     `require_compiled` (the compile command) refuses what cannot be compiled."""
     where = f"{config.path}: pipeline {spec.name!r}"
     folder = bundle_dir(config, spec.name)
-    from_build = (
-        not require_compiled
-        and spec.engine != SKLEARN
-        and spec.preprocess is None
-        and (folder / REPORT).is_file()
-    )
+    from_build = not require_compiled and spec.compilable and (folder / REPORT).is_file()
     if from_build:
         pipeline = _from_bundle(spec, config, folder, where)
         samples = (
@@ -191,7 +186,7 @@ def _check_versions(
         pickled = item.scan.sklearn_version
         if pickled is None or version_key(pickled)[:2] == version_key(running)[:2]:
             continue
-        if spec.preprocess is None and spec.engine != SKLEARN:
+        if spec.compilable:
             fix = (
                 f"compile it in scikit-learn {pickled}'s own environment: logic-service compile "
                 f"--config {config.path}"
