@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 # How long a reload waits for the graph's answer about each label (the master waits).
 VERIFY_TIMEOUT = 2.0
 SETTLE_SECONDS = 0.1
+_READ_ATTEMPTS = 5  # a file still changing after these is read again once settled
 RESTART_NOTE = "artifact and other changes need a restart"
 # PipelineSpec fields named otherwise in the pipeline file.
 _FILE_KEYS = {"transformers": "transformer", "graph": "graph_model"}
@@ -54,13 +55,22 @@ class FileState:
 
     @classmethod
     def read(cls, path: Path) -> FileState:
-        """The file now; an unreadable file gives an empty state (the caller reports it)."""
-        try:
-            info = os.stat(path)
-            text = Path(path).read_bytes()
-        except OSError:
-            return cls(None, None)
-        return cls(_stat_key(info), hashlib.sha256(text).hexdigest(), text)
+        """The file now, its stat and bytes from one version; an unreadable file gives an
+        empty state (the caller reports it).
+
+        Stat is taken before and after the read: a write landing in between would otherwise
+        pair the old stat with the new bytes, and the same content would be judged twice."""
+        for _ in range(_READ_ATTEMPTS):
+            try:
+                before = os.stat(path)
+                text = Path(path).read_bytes()
+                after = os.stat(path)
+            except OSError:
+                return cls(None, None)
+            key = _stat_key(after)
+            if _stat_key(before) == key and len(text) == after.st_size:
+                break
+        return cls(key, hashlib.sha256(text).hexdigest(), text)
 
 
 class TrafficReloader:
