@@ -6,6 +6,7 @@ Relative paths resolve against the folder holding the file.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -459,9 +460,14 @@ def _positive_int(value: Any, where: str) -> int:
 
 
 def _positive_float(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    if not _finite(value) or value <= 0:
         raise ConfigError(f"{where}: expected a positive number of seconds, got {value!r}")
     return float(value)
+
+
+def _finite(value: Any) -> bool:
+    """A number YAML gave (`.nan` and `.inf` are floats to it, and would never time out)."""
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
 
 
 def _optional_bool(value: Any, where: str) -> bool | None:
@@ -471,6 +477,6 @@ def _optional_bool(value: Any, where: str) -> bool | None:
 
 
 def _non_negative(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+    if not _finite(value) or value < 0:
         raise ConfigError(f"{where}: expected a number of milliseconds >= 0, got {value!r}")
     return float(value)

@@ -260,8 +260,8 @@ class Scorer:
             count_call=metrics.count_graph_call if metrics else None,
             overdue=settings.overdue_rule,
             count_breaker_event=metrics.count_breaker_event if metrics else None,
+            label=label,
         )
-        target.label = label  # a shadow's own name in metrics, logs and /ready
         if metrics is not None:
             metrics.set_breaker_state(label, 0)
         return target

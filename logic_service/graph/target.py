@@ -189,13 +189,14 @@ class RemoteTarget:
         count_call: Callable[[str, str], None] | None = None,
         overdue: OverdueRule | None = None,
         count_breaker_event: Callable[[str, str], None] | None = None,
+        label: str | None = None,
     ) -> None:
         self.key = key
-        self.label = key.label
+        self.label = label or key.label  # a shadow's is its own: "credit@canary (shadow)"
         self.client = client
         self.signatures = SignatureCache(self._fetch_signature, client.read_timeout)
         self.breaker = Breaker(
-            f"{key.label} at {key.url}",
+            f"{self.label} at {key.url}",
             breaker_failures,
             breaker_reset,
             on_change=(lambda state: on_breaker_change(self.label, state))
@@ -206,12 +207,12 @@ class RemoteTarget:
         self._count_event = count_breaker_event
         self.calls = CallTracker(overdue or OverdueRule())
         self.watchdog = (
-            Watchdog(key.label, self.calls, self.breaker, self._overdue)
+            Watchdog(self.label, self.calls, self.breaker, self._overdue)
             if self.calls.rule.enabled and self.breaker.enabled
             else None
         )
         self.prober = Prober(
-            key.label,
+            self.label,
             self.breaker,
             self._probe,
             client.read_timeout,
@@ -222,7 +223,7 @@ class RemoteTarget:
         self._last_answered: tuple[Any, bool] | None = None
         policy = policy or BatchPolicy()
         self.batcher = Batcher(
-            key.label,
+            self.label,
             self._send,
             max_rows=policy.max_rows,
             max_wait=policy.max_wait,

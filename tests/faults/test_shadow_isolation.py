@@ -92,6 +92,7 @@ def test_a_frozen_then_dead_shadow_changes_no_answer_and_no_p99(
         kill_tree(shadow)
         run("dead")
         assert logic.alive() and primary.alive()
+        log_lines = logic.log().splitlines()
     finally:
         if logic is not None:
             logic.stop()
@@ -118,6 +119,11 @@ def test_a_frozen_then_dead_shadow_changes_no_answer_and_no_p99(
     assert jobs["frozen"]["timeout"] + jobs["frozen"]["dropped"] > 0
     assert jobs["frozen"]["ok"] == 0 and jobs["dead"]["ok"] == 0
     assert jobs["dead"]["unavailable"] > 0
+    # The shadow's breaker, prober and batcher speak as the shadow: an operator reading
+    # "graph credit@canary: breaker opened" would look for a broken primary lane.
+    about_canary = [line for line in log_lines if "credit@canary" in line]
+    assert any("(shadow)" in line and "breaker" in line for line in about_canary)
+    assert [line for line in about_canary if "(shadow)" not in line] == []
     # Noise on this shared box swings a p99 by tens of ms; a shadow on the caller's path
     # would add SHADOW_TIMEOUT (1 s) to it.
     baseline = _p(phases["healthy"], 0.99)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from logic_service.config import load_config, parse_config
+from logic_service.config import load_config, parse_config, parse_text
 from logic_service.errors import ConfigError
 
 
@@ -107,6 +107,23 @@ def test_bad_batching_keys_are_named(tmp_path: Path, extra: dict, needle: str) -
         _parse(
             {"pipelines": {"p": {"transformer": "t.pkl", "graph_model": "m", **extra}}}, tmp_path
         )
+
+
+@pytest.mark.parametrize(
+    ("line", "needle"),
+    [
+        ("timeout: .nan", "timeout: expected a positive number of seconds, got nan"),
+        ("timeout: .inf", "timeout: expected a positive number of seconds, got inf"),
+        ("max_batch_wait_ms: .inf", "max_batch_wait_ms: expected a number of milliseconds"),
+        ("max_batch_wait_ms: -.inf", "max_batch_wait_ms: expected a number of milliseconds"),
+    ],
+)
+def test_yaml_nan_and_infinity_are_not_a_number_of_seconds(
+    tmp_path: Path, line: str, needle: str
+) -> None:
+    text = f"pipelines:\n  p:\n    transformer: t.pkl\n    graph_model: m\n    {line}\n"
+    with pytest.raises(ConfigError, match=needle):
+        parse_text(text, tmp_path / "pipelines.yaml")
 
 
 def test_batching_keys_need_a_graph_model(tmp_path: Path) -> None:
