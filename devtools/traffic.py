@@ -114,6 +114,11 @@ def start_traffic_logic(
     )
 
 
+def scores(body: dict[str, Any]) -> list[float]:
+    """One float per record of a /get_score answer, whether it gives `p` or `[p]` per record."""
+    return [float(p[0] if isinstance(p, list) else p) for p in body["data"]]
+
+
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """GET /metrics as {(sample name, sorted labels): value}."""
     text = requests.get(url + "/metrics", timeout=10).text

@@ -17,6 +17,7 @@ from devtools.savedmodels import (
     write_dense_savedmodel,
     write_models_config,
 )
+from devtools.traffic import scores
 from tests.faults.conftest import GRAPH_SEED, Load, record, start_logic, statuses, wait_for
 
 pytestmark = pytest.mark.fault
@@ -31,11 +32,6 @@ def _policy(versions: list[int], stable: int) -> str:
         f"    model_version_policy {{ specific {{ {listed} }} }}\n"
         f'    version_labels {{ key: "stable" value: {stable} }}\n'
     )
-
-
-def _scores(body: dict) -> list[float]:
-    """One float per record, whether the service answers `p` or `[p]` per record."""
-    return [float(p[0] if isinstance(p, list) else p) for p in body["data"]]
 
 
 def _available(status_url: str) -> bool:
@@ -83,7 +79,7 @@ def test_version_2_rolled_out_during_load_fails_no_request(fault_bed, tmp_path) 
             def on_new() -> bool:
                 latest = [o for o in load.outcomes[-CLIENTS:] if o.status == 200]
                 return bool(latest) and all(
-                    _scores(o.body) == pytest.approx(new, abs=1e-5) for o in latest
+                    scores(o.body) == pytest.approx(new, abs=1e-5) for o in latest
                 )
 
             switch = wait_for(on_new, 30, "scores from version 2")
@@ -95,7 +91,7 @@ def test_version_2_rolled_out_during_load_fails_no_request(fault_bed, tmp_path) 
             logic.stop()
         graph.stop()
     outcomes = load.outcomes
-    flat = [_scores(o.body) for o in outcomes if o.status == 200]
+    flat = [scores(o.body) for o in outcomes if o.status == 200]
     record(
         "model version 2 rolled out under load",
         requests=len(outcomes),

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from devtools.savedmodels import start_graph_service
-from devtools.traffic import TrafficBed, metric, start_traffic_logic
+from devtools.traffic import TrafficBed, metric, scores, start_traffic_logic
 from tests.faults.conftest import (
     FAST_FAILURE_ENV,
     Load,
@@ -105,8 +105,7 @@ def test_a_frozen_then_dead_shadow_changes_no_answer_and_no_p99(
     for phase, outcomes in phases.items():
         assert all(o.status == 200 for o in outcomes), (phase, statuses(outcomes))
         for outcome in outcomes:
-            scores = [float(p[0] if isinstance(p, list) else p) for p in outcome.body["data"]]
-            assert scores == pytest.approx(expected, abs=1e-5), phase
+            assert scores(outcome.body) == pytest.approx(expected, abs=1e-5), phase
         figures[phase] = {
             "requests": len(outcomes),
             "p50_ms": round(statistics.median(o.seconds for o in outcomes) * 1000, 1),

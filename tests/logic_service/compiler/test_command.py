@@ -23,7 +23,7 @@ import yaml
 
 from devtools.legacy_sklearn import LEGACY_VERSIONS, LegacyArtifacts
 from devtools.logic_tier import start_logic_service
-from devtools.servers import script
+from devtools.servers import ServerProcess, script
 from logic_service.config import load_config
 from logic_service.pipeline.artifacts import file_sha256
 from logic_service.pipeline.loader import load_pipelines
@@ -96,6 +96,13 @@ def tree_digest(folder: Path) -> dict[str, str]:
         for path in sorted(folder.rglob("*"))
         if path.is_file()
     }
+
+
+def _assert_serves_its_scores(server: ServerProcess, legacy: LegacyArtifacts) -> None:
+    """/get_score gives what the artifacts gave in the release that pickled them."""
+    response = requests.post(server.url + "/get_score", json={"data": legacy.records}, timeout=30)
+    assert response.status_code == 200, response.text
+    np.testing.assert_allclose(response.json()["data"], legacy.expected["simple/model"], rtol=RTOL)
 
 
 @pytest.mark.parametrize("version", [*LEGACY_VERSIONS, sklearn.__version__])
@@ -198,13 +205,7 @@ def test_served_from_its_build_nothing_is_unpickled(legacy_sklearn, tmp_path) ->
         env={"PYTHONPATH": str(hook), "PICKLE_AUDIT_LOG": str(audit)},
     )
     try:
-        response = requests.post(
-            server.url + "/get_score", json={"data": legacy.records}, timeout=30
-        )
-        assert response.status_code == 200, response.text
-        np.testing.assert_allclose(
-            response.json()["data"], legacy.expected["simple/model"], rtol=RTOL
-        )
+        _assert_serves_its_scores(server, legacy)
         info = requests.get(server.url + "/pipelines", timeout=10).json()["data"]["pipelines"][0]
         assert info["engine"]["name"] == "onnx" and "nothing unpickled" in info["engine"]["reason"]
         assert info["build"]["built_with"]["scikit-learn"] == "1.5.2"
@@ -230,13 +231,7 @@ def test_a_build_shipped_without_its_sources_serves_and_says_so(legacy_sklearn, 
     (work / "samples.json").unlink()
     server = start_logic_service(config, tmp_path / "logic.log")
     try:
-        response = requests.post(
-            server.url + "/get_score", json={"data": legacy.records}, timeout=30
-        )
-        assert response.status_code == 200, response.text
-        np.testing.assert_allclose(
-            response.json()["data"], legacy.expected["simple/model"], rtol=RTOL
-        )
+        _assert_serves_its_scores(server, legacy)
         info = requests.get(server.url + "/pipelines", timeout=10).json()["data"]["pipelines"][0]
         absent = sorted(note.split()[1] for note in info["warnings"] if "is not present" in note)
         assert absent == ["samples.json", "simple/model.joblib", "simple/preprocessor.joblib"]

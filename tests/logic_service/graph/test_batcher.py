@@ -19,6 +19,7 @@ import requests
 from devtools.logic_tier import start_logic_service
 from devtools.savedmodels import dense_reference, start_graph_service, write_dense_savedmodel
 from devtools.sklearn_artifacts import credit_records
+from devtools.traffic import metric
 from logic_service.deadline import Deadline
 from logic_service.errors import GraphUnavailableError
 from logic_service.graph.batcher import Batcher, Entry, Signal
@@ -92,14 +93,6 @@ def _run_clients(url: str, bodies: list[dict], rounds: int) -> list[list[request
         return list(pool.map(client, range(len(bodies))))
 
 
-def _metric_sum(url: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in requests.get(url + "/metrics", timeout=10).text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 def test_burst_on_a_fresh_stack_answers_every_request_as_if_alone(
     fresh_stack, sklearn_artifacts
 ) -> None:
@@ -128,16 +121,16 @@ def test_burst_on_a_fresh_stack_answers_every_request_as_if_alone(
 
 def test_under_load_graph_calls_are_fewer_than_requests(fresh_stack) -> None:
     logic = fresh_stack
-    calls_before = _metric_sum(logic.url, "logic_graph_calls_total", target="credit")
-    requests_before = _metric_sum(logic.url, "logic_requests_total", status="200")
+    calls_before = metric(logic.url, "logic_graph_calls_total", target="credit")
+    requests_before = metric(logic.url, "logic_requests_total", status="200")
     answers = _run_clients(logic.url, _bodies(CLIENTS), rounds=25)
     assert all(r.status_code == 200 for responses in answers for r in responses)
-    calls = _metric_sum(logic.url, "logic_graph_calls_total", target="credit") - calls_before
-    served = _metric_sum(logic.url, "logic_requests_total", status="200") - requests_before
+    calls = metric(logic.url, "logic_graph_calls_total", target="credit") - calls_before
+    served = metric(logic.url, "logic_requests_total", status="200") - requests_before
     assert served == CLIENTS * 25
     assert 0 < calls < served, (calls, served)
     # One target for the three pipelines: one set of batch series.
-    assert _metric_sum(logic.url, "logic_batch_rows_count", target="credit") > 0
+    assert metric(logic.url, "logic_batch_rows_count", target="credit") > 0
     text = requests.get(logic.url + "/metrics", timeout=10).text
     assert 'logic_batch_queue_wait_seconds_count{target="credit"}' in text
     assert 'target="credit_twin"' not in text

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from devtools.servers import ServerProcess
-from devtools.traffic import TrafficBed, metric, start_traffic_logic
+from devtools.traffic import TrafficBed, metric, scores, start_traffic_logic
 from logic_service.config import parse_config
 from logic_service.traffic.reload import outside_traffic
 from tests.faults.conftest import Load, Outcome, statuses, wait_for
@@ -32,9 +32,9 @@ def _versions(bed: TrafficBed, records: list[dict[str, Any]]) -> dict[str, list[
 def _answered_by(outcome: Outcome, expected: dict[str, list[float]]) -> str | None:
     if outcome.status != 200:
         return None
-    scores = [float(p[0] if isinstance(p, list) else p) for p in outcome.body["data"]]
+    answered = scores(outcome.body)
     for version, wanted in expected.items():
-        if scores == pytest.approx(wanted, abs=1e-5):
+        if answered == pytest.approx(wanted, abs=1e-5):
             return version
     return None
 

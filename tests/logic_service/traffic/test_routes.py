@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from devtools.servers import ServerProcess
-from devtools.traffic import TrafficBed, metric, start_traffic_logic
+from devtools.traffic import TrafficBed, metric, scores, start_traffic_logic
 from logic_service.config import GraphTarget
 from logic_service.traffic.routes import Lane, RoutePlan, bucket, sticky_value
 
@@ -65,10 +65,6 @@ def test_raising_the_last_weight_only_moves_keys_into_it() -> None:
     assert before < after
 
 
-def _score(body: dict) -> list[float]:
-    return [float(p[0] if isinstance(p, list) else p) for p in body["data"]]
-
-
 def _fan_out(url: str, bodies: list[tuple[dict, dict[str, str]]]) -> list[requests.Response]:
     """POST every (body, headers) from CLIENTS keep-alive sessions; answers in order."""
     local = threading.local()
@@ -86,7 +82,7 @@ def _fan_out(url: str, bodies: list[tuple[dict, dict[str, str]]]) -> list[reques
 def _check_answer(bed: TrafficBed, response: requests.Response, records: list[dict]) -> str:
     assert response.status_code == 200, response.text
     version = response.headers["X-Model-Version"]
-    assert _score(response.json()) == pytest.approx(
+    assert scores(response.json()) == pytest.approx(
         bed.expected(records, VERSIONS[version]), abs=1e-5
     )
     return version
@@ -118,7 +114,7 @@ def test_weighted_split_holds_over_3000_requests(traffic_bed: TrafficBed, start)
     for i, response in enumerate(_fan_out(logic.url, bodies)):
         assert response.status_code == 200, response.text
         version = response.headers["X-Model-Version"]
-        assert _score(response.json())[0] == pytest.approx(expected[version][i % 60], abs=1e-5)
+        assert scores(response.json())[0] == pytest.approx(expected[version][i % 60], abs=1e-5)
         counts[version] += 1
     # Binomial(3000, 0.3): five standard deviations either side (a false alarm ~1 in 2 million).
     bound = 5 * math.sqrt(total * 0.3 * 0.7)

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from devtools.servers import ServerProcess
-from devtools.traffic import TrafficBed, metric, scrape, start_traffic_logic
+from devtools.traffic import TrafficBed, metric, scores, scrape, start_traffic_logic
 from logic_service.traffic.metrics import DIFF_BUCKETS
 from logic_service.traffic.shadow import IncomparableError, compare
 
@@ -50,10 +50,6 @@ def _settled_jobs(url: str) -> float:
     return now
 
 
-def _scores(body: dict) -> list[float]:
-    return [float(p[0] if isinstance(p, list) else p) for p in body["data"]]
-
-
 def test_difference_metrics_match_the_offline_differences(
     traffic_bed: TrafficBed, graph: ServerProcess, tmp_path: Path
 ) -> None:
@@ -74,9 +70,7 @@ def test_difference_metrics_match_the_offline_differences(
             response = session.post(logic.url + "/get_score", json={"data": sent}, timeout=30)
             assert response.status_code == 200, response.text
             assert response.headers["X-Model-Version"] == "stable"
-            assert _scores(response.json()) == pytest.approx(
-                traffic_bed.expected(sent, 1), abs=1e-5
-            )
+            assert scores(response.json()) == pytest.approx(traffic_bed.expected(sent, 1), abs=1e-5)
         _wait_for_jobs(logic.url, len(requests_sent))
         samples = scrape(logic.url)
         info = requests.get(logic.url + "/pipelines", timeout=10).json()["data"]
