@@ -7,10 +7,10 @@ ScoreEndpoint(app.wsgi_app, ...)`), so Flask's test client and every server see 
 
 Why, measured: `python benchmarks/bench_score_endpoint.py` calls the same app in-process
 with a 1-row body, once through this endpoint and once through a Flask view doing the same
-work (decode, Scorer.score, encode, log line, metrics): 98 us of CPU per call against 272 us
-(2.8x; median of 5 x 3000 calls, 2 shared cores). Flask's request context, URL routing, hooks
-and Response object cost more than validation and the compiled features together, and this
-path runs once per business request.
+work (decode, Scorer.score, encode, log line, metrics): 80-89 us of CPU per call against
+212-217 us (2.4-2.7x over three runs; median of 5 x 3000 calls each, 2 shared cores). Flask's
+request context, URL routing, hooks and Response object cost more than validation and the
+compiled features together, and this path runs once per business request.
 
 Same contract as any route: the body limit (413), the JSON envelope and error mapping
 (http/error_handlers.py), X-Request-ID echoed or made, the deadline header, X-Model-Version
